@@ -1,0 +1,47 @@
+# whatsmyage: `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+# torch first, from the pinned CPU wheel: anything that pulled torch in on its own would take a
+# CUDA build of several GB. mediapipe without its dependencies: its opencv-contrib-python would
+# overwrite opencv-python-headless. The stamp file re-runs this when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet --no-deps mediapipe==1.2.3
+	$(PIP) install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed ## create .venv and install everything
+
+run: install migrate ## serve the API and UI on http://$(HOST):$(PORT)
+	$(PY) -m api serve --host $(HOST) --port $(PORT)
+
+migrate: install ## apply database migrations
+	$(PY) -m api migrate
+
+test: install ## run the test suite
+	$(PY) -m pytest
+
+lint: install ## ruff check
+	$(PY) -m ruff check api ml tests bench
+
+fmt: install ## ruff format and fix
+	$(PY) -m ruff format api ml tests bench
+	$(PY) -m ruff check --fix api ml tests bench
+
+bench: install ## benchmarks: predictor latency and memory
+	$(PY) bench/predictor.py
+
+.PHONY: help install run migrate test lint fmt bench

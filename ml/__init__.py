@@ -1,0 +1,33 @@
+"""Face detection, alignment and age estimation. Imports nothing from `api/` or FastAPI."""
+
+from ml.faces import Box, Face, Point
+from ml.images import (
+    CorruptImage,
+    EmptyImage,
+    ImageError,
+    ImageTooLarge,
+    LoadedImage,
+    UnsupportedImage,
+    load_image,
+    reencode_jpeg,
+)
+from ml.predictor import Detection, FaceAge, Prediction, Predictor, PredictorSettings
+
+__all__ = [
+    "Box",
+    "CorruptImage",
+    "Detection",
+    "EmptyImage",
+    "Face",
+    "FaceAge",
+    "ImageError",
+    "ImageTooLarge",
+    "LoadedImage",
+    "Point",
+    "Prediction",
+    "Predictor",
+    "PredictorSettings",
+    "UnsupportedImage",
+    "load_image",
+    "reencode_jpeg",
+]

@@ -1,0 +1,156 @@
+"""Face detection with MediaPipe's full-range BlazeFace, plus overlapping tiles for small faces.
+
+The full-range model sees a 192x192 copy of the whole image, so faces smaller than about 1/15 of
+the frame (people at the back of a group photo) are missed. On images of at least `tile_from`
+pixels on the long side the image is also cut into 2x2 overlapping tiles, each seen at 192x192
+too; faces found only in a tile need a stricter score, because tiles also show the detector more
+chances to mistake something for a face. Detections of one face are merged by overlap.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DETECTOR_MODEL = WEIGHTS_DIR / "face_detection_full_range_sparse.tflite"
+
+# MediaPipe's C++ side logs to stderr through glog and TFLite; keep it to errors.
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    x: float
+    y: float
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    """A face's box in pixels of the upright image: top-left corner and size."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+
+    @property
+    def area(self) -> float:
+        return self.width * self.height
+
+    def scaled(self, factor: float) -> Box:
+        return Box(self.x * factor, self.y * factor, self.width * factor, self.height * factor)
+
+
+@dataclass(frozen=True, slots=True)
+class Face:
+    """One detected face. Keypoints: right eye, left eye, nose tip, mouth, right ear, left ear
+    (the person's right and left), in pixels of the upright image."""
+
+    box: Box
+    score: float
+    keypoints: tuple[Point, ...]
+
+    def scaled(self, factor: float) -> Face:
+        return Face(self.box.scaled(factor), self.score,
+                    tuple(Point(p.x * factor, p.y * factor) for p in self.keypoints))
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorSettings:
+    min_score: float = 0.5
+    tile_min_score: float = 0.65
+    tile_from: int = 800  # long side in pixels from which tiles are also searched
+    tile_overlap: float = 0.25
+    merge_overlap: float = 0.4  # intersection over the smaller box above which two boxes are one face
+    min_face: float = 12.0  # pixels; smaller boxes are too small to say anything about
+
+
+class FaceDetector:
+    """A pool of MediaPipe detectors: one graph is not safe to call from two threads at once, so
+    each call borrows one for its duration. `size` bounds how many detections run in parallel."""
+
+    def __init__(self, settings: DetectorSettings | None = None, size: int = 2,
+                 model_path: Path = DETECTOR_MODEL) -> None:
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        self.settings = settings or DetectorSettings()
+        options = vision.FaceDetectorOptions(
+            base_options=BaseOptions(model_asset_path=str(model_path)),
+            min_detection_confidence=min(self.settings.min_score, self.settings.tile_min_score),
+        )
+        self._all = [vision.FaceDetector.create_from_options(options) for _ in range(max(1, size))]
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+        for det in self._all:
+            self._free.put(det)
+
+    @contextmanager
+    def _borrow(self) -> Iterator[object]:
+        det = self._free.get()
+        try:
+            yield det
+        finally:
+            self._free.put(det)
+
+    def close(self) -> None:
+        for det in self._all:
+            det.close()
+        self._all = []
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        """All faces in an RGB uint8 image, largest first, in that image's pixels."""
+        s = self.settings
+        h, w = rgb.shape[:2]
+        with self._borrow() as det:
+            found = [f for f in _run(det, rgb, 0, 0) if f.score >= s.min_score]
+            if max(h, w) >= s.tile_from:
+                for x0, y0, x1, y1 in _tiles(w, h, s.tile_overlap):
+                    tile = np.ascontiguousarray(rgb[y0:y1, x0:x1])
+                    found += [f for f in _run(det, tile, x0, y0) if f.score >= s.tile_min_score]
+        faces = _merge(found, s.merge_overlap)
+        faces = [f for f in faces if min(f.box.width, f.box.height) >= s.min_face]
+        return sorted(faces, key=lambda f: f.box.area, reverse=True)
+
+
+def _run(det: object, rgb: np.ndarray, dx: int, dy: int) -> list[Face]:
+    import mediapipe as mp
+
+    h, w = rgb.shape[:2]
+    result = det.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))  # type: ignore[attr-defined]
+    faces = []
+    for d in result.detections:
+        b = d.bounding_box
+        x0, y0 = max(0, b.origin_x), max(0, b.origin_y)
+        x1, y1 = min(w, b.origin_x + b.width), min(h, b.origin_y + b.height)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        keypoints = tuple(Point(k.x * w + dx, k.y * h + dy) for k in d.keypoints)
+        faces.append(Face(Box(x0 + dx, y0 + dy, x1 - x0, y1 - y0), float(d.categories[0].score), keypoints))
+    return faces
+
+
+def _tiles(w: int, h: int, overlap: float) -> list[tuple[int, int, int, int]]:
+    """2x2 tiles, each (1 + overlap) / 2 of the image on each side."""
+    tw, th = int(w * (1 + overlap) / 2), int(h * (1 + overlap) / 2)
+    return [(x, y, x + tw, y + th) for y in (0, h - th) for x in (0, w - tw)]
+
+
+def _overlap(a: Box, b: Box) -> float:
+    ix = max(0.0, min(a.x + a.width, b.x + b.width) - max(a.x, b.x))
+    iy = max(0.0, min(a.y + a.height, b.y + b.height) - max(a.y, b.y))
+    return ix * iy / max(1e-9, min(a.area, b.area))
+
+
+def _merge(faces: list[Face], threshold: float) -> list[Face]:
+    """Greedy: the best-scoring detection of each overlapping group stands for the face."""
+    kept: list[Face] = []
+    for f in sorted(faces, key=lambda f: f.score, reverse=True):
+        if all(_overlap(f.box, k.box) < threshold for k in kept):
+            kept.append(f)
+    return kept
