@@ -194,6 +194,10 @@ async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     return problem(status, HTTP_CODES.get(status, f"http_{status}"), phrase, detail, headers=exc.headers)
 
 
+# Pydantic messages that quote part of the input (uuid_parsing names the first bad character).
+_SAFE_MESSAGES = {"uuid_parsing": "Input should be a valid UUID", "uuid_type": "Input should be a valid UUID"}
+
+
 def field_errors(exc: RequestValidationError) -> list[FieldError]:
     """One entry per failed field: where, which rule, and pydantic's message, but never the input."""
     out = []
@@ -201,11 +205,12 @@ def field_errors(exc: RequestValidationError) -> list[FieldError]:
         loc = [str(part) for part in err.get("loc", ())]
         if loc and loc[0] in ("body", "query", "path", "header", "cookie"):
             loc = loc[1:]
-        message = str(err.get("msg", "Invalid value."))
+        code = str(err.get("type", "invalid"))
+        message = _SAFE_MESSAGES.get(code) or str(err.get("msg", "Invalid value."))
         value = err.get("input")
         if isinstance(value, str | int | float) and len(str(value)) >= 1 and str(value) in message:
             message = "Invalid value."  # the message would repeat what was sent
-        out.append(FieldError(field=".".join(loc) or "body", code=str(err.get("type", "invalid")), message=message))
+        out.append(FieldError(field=".".join(loc) or "body", code=code, message=message))
     return out
 
 
