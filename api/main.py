@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import anyio.to_thread
+import torch
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -20,6 +21,7 @@ from api.deps import Slots, State
 from api.errors import add_problem_schema, install_error_handlers
 from api.middleware import BodySizeLimit
 from api.routes import detect, health, predict, submissions
+from ml import Predictor, PredictorSettings
 
 log = logging.getLogger("api")
 
@@ -32,11 +34,7 @@ returns a one-time deletion token. Every error is `application/problem+json` wit
 """
 
 
-def load_predictor(settings: Settings) -> Any:
-    import torch
-
-    from ml import Predictor, PredictorSettings
-
+def load_predictor(settings: Settings) -> Predictor:
     # One slot per photo in flight; each gets its share of the cores rather than all of them each.
     threads = max(1, (os.cpu_count() or 1) // settings.concurrency_slots)
     torch.set_num_threads(threads)
@@ -50,32 +48,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
-        database = await anyio.to_thread.run_sync(start_database, settings)
-        try:
+        async with AsyncExitStack() as stack:  # undone in reverse: predictor, engine, then Postgres
+            database = await anyio.to_thread.run_sync(start_database, settings)
+            stack.push_async_callback(anyio.to_thread.run_sync, database.stop)
             engine = create_engine(database.url)
+            stack.push_async_callback(engine.dispose)
             predictor = await anyio.to_thread.run_sync(load_predictor, settings)
-            try:
-                log.info("serving model %s, %d slot(s)", predictor.version, settings.concurrency_slots)
-                yield State(
-                    settings=settings,
-                    sessionmaker=async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False),
-                    predictor=predictor,
-                    slots=Slots(settings.concurrency_slots, settings.slot_wait_seconds),
-                )
-            finally:
-                predictor.close()
-                await engine.dispose()
-        finally:
-            await anyio.to_thread.run_sync(database.stop)
+            stack.callback(predictor.close)
+            log.info("serving model %s, %d slot(s)", predictor.version, settings.concurrency_slots)
+            yield State(
+                settings=settings,
+                sessionmaker=async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False),
+                predictor=predictor,
+                slots=Slots(settings.concurrency_slots, settings.slot_wait_seconds),
+            )
 
     app = FastAPI(title="whatsmyage", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     install_error_handlers(app)
-    # Middleware: the last added runs first. Issue-6/7 layers (request id, security headers, rate
-    # limits, metrics) go here too.
+    # Middleware: the last added runs first (CORS outermost, so that refusals carry its headers too).
+    # Later layers (request id, security headers, rate limits, metrics) belong here.
+    app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes + MULTIPART_OVERHEAD)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type", "X-Deletion-Token"])
-    app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes + MULTIPART_OVERHEAD)
 
     for module in (detect, predict, submissions, health):
         app.include_router(module.router)
