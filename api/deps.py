@@ -56,15 +56,16 @@ class State(TypedDict):
     slots: Slots
 
 
-def get_settings(request: Request) -> Settings:
+# `async def` even when they do not await: FastAPI would run a plain `def` in a worker thread.
+async def get_settings(request: Request) -> Settings:
     return request.state.settings
 
 
-def get_predictor(request: Request) -> Predictor:
+async def get_predictor(request: Request) -> Predictor:
     return request.state.predictor
 
 
-def get_slots(request: Request) -> Slots:
+async def get_slots(request: Request) -> Slots:
     return request.state.slots
 
 
