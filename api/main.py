@@ -35,9 +35,11 @@ returns a one-time deletion token. Every error is `application/problem+json` wit
 
 
 def load_predictor(settings: Settings) -> Predictor:
-    # One slot per photo in flight; each gets its share of the cores rather than all of them each.
-    threads = max(1, (os.cpu_count() or 1) // settings.concurrency_slots)
-    torch.set_num_threads(threads)
+    # One slot per photo in flight, each with its share of the cores rather than all of them each
+    # (oversubscribed torch threads spin against each other). With several worker processes, set
+    # OMP_NUM_THREADS (e.g. 1): this process cannot see the others.
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.concurrency_slots))
     ml_settings = PredictorSettings(max_faces=settings.max_faces, max_pixels=settings.max_image_pixels,
                                     parallel=settings.concurrency_slots)
     return Predictor.load(settings=ml_settings)
