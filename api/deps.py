@@ -16,6 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.config import Settings
 from api.errors import AdminDisabled, FileTooLarge, InvalidToken, NotAuthenticated, Overloaded
+from api.metrics import Metrics
 from ml import Predictor
 
 T = TypeVar("T")
@@ -54,6 +55,7 @@ class State(TypedDict):
     sessionmaker: async_sessionmaker[AsyncSession]
     predictor: Predictor
     slots: Slots
+    metrics: Metrics
 
 
 # `async def` even when they do not await: FastAPI would run a plain `def` in a worker thread.
@@ -69,6 +71,10 @@ async def get_slots(request: Request) -> Slots:
     return request.state.slots
 
 
+async def get_metrics(request: Request) -> Metrics:
+    return request.state.metrics
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """A session per request; write routes commit it themselves, before answering."""
     async with request.state.sessionmaker() as session:
@@ -79,6 +85,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 SlotsDep = Annotated[Slots, Depends(get_slots)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 bearer = HTTPBearer(auto_error=False, description="The server's ADMIN_TOKEN.")
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]

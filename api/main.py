@@ -19,8 +19,10 @@ from api.config import Settings
 from api.db import create_engine, start_database
 from api.deps import Slots, State
 from api.errors import add_problem_schema, install_error_handlers
+from api.metrics import Metrics
 from api.middleware import BodySizeLimit
-from api.routes import detect, health, predict, submissions
+from api.observe import RequestObserver
+from api.routes import detect, health, metrics, predict, submissions
 from ml import Predictor, PredictorSettings
 
 log = logging.getLogger("api")
@@ -47,10 +49,12 @@ def load_predictor(settings: Settings) -> Predictor:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    app_metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         async with AsyncExitStack() as stack:  # undone in reverse: predictor, engine, then Postgres
+            stack.callback(log.info, "app stopped")
             database = await anyio.to_thread.run_sync(start_database, settings)
             stack.push_async_callback(anyio.to_thread.run_sync, database.stop)
             engine = create_engine(database.url)
@@ -63,18 +67,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 sessionmaker=async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False),
                 predictor=predictor,
                 slots=Slots(settings.concurrency_slots, settings.slot_wait_seconds),
+                metrics=app_metrics,
             )
 
     app = FastAPI(title="whatsmyage", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     install_error_handlers(app)
-    # Middleware: the last added runs first (CORS outermost, so that refusals carry its headers too).
-    # Later layers (request id, security headers, rate limits, metrics) belong here.
+    # Middleware: the last added runs first (CORS outside the app's layers, so that refusals carry its
+    # headers too). Later layers (security headers, rate limits) belong here.
     app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes + MULTIPART_OVERHEAD)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type", "X-Deletion-Token"])
+    # Outside everything: every answer, CORS refusals and 500s included, gets its request id, log line and metrics.
+    app.add_middleware(RequestObserver, metrics=app_metrics)
 
-    for module in (detect, predict, submissions, health):
+    for module in (detect, predict, submissions, health, metrics):
         app.include_router(module.router)
     if settings.frontend_dir.is_dir():  # the UI, same origin; API routes take precedence
         app.frontend("/", directory=settings.frontend_dir, fallback=None)

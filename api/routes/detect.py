@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, UploadFile
 
-from api.deps import PredictorDep, SettingsDep, SlotsDep, read_upload
+from api.deps import MetricsDep, PredictorDep, SettingsDep, SlotsDep, read_upload
 from api.errors import problem_responses
 from api.models import DetectedFace, DetectResponse, ImageSize
 
@@ -18,10 +18,11 @@ IMAGE_ERRORS = problem_responses(400, 413, 415, 422, 503)
 
 @router.post("/detect", responses=IMAGE_ERRORS, summary="Find the faces in a photo")
 async def detect_faces(image: ImageFile, settings: SettingsDep, predictor: PredictorDep,
-                       slots: SlotsDep) -> DetectResponse:
+                       slots: SlotsDep, metrics: MetricsDep) -> DetectResponse:
     """Boxes, scores and six keypoints per face, largest first, in pixels of the upright photo
     (EXIF orientation applied)."""
     data = await read_upload(image, settings)
     found = await slots.run(predictor.detect, data)
+    metrics.observe_photo("detect", found)
     return DetectResponse(image=ImageSize(width=found.width, height=found.height),
                           faces=[DetectedFace.of(f) for f in found.faces])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 import unicodedata
 import uuid
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from sqlmodel import col, select
 from api.deps import (
     AdminDep,
     BearerDep,
+    MetricsDep,
     PredictorDep,
     SessionDep,
     SettingsDep,
@@ -32,6 +34,7 @@ from api.deps import (
     read_upload,
 )
 from api.errors import ConsentRequired, InvalidDeletionToken, NoFaceDetected, NotFound, problem_responses
+from api.metrics import Metrics
 from api.models import ImageSize, PredictedFace, Submission, SubmissionCreated, SubmissionPage, SubmissionRead
 from api.routes.detect import ImageFile
 from ml import FaceAge, LoadedImage, Predictor, reencode_jpeg
@@ -112,13 +115,16 @@ class Assessed:
     model_version: str
 
 
-def assess(predictor: Predictor, data: bytes) -> Assessed | None:
+def assess(predictor: Predictor, data: bytes, metrics: Metrics) -> Assessed | None:
     """Decode, predict, keep the largest face and re-encode the photo; None when there is no face.
 
     The stored photo is the decoded one (upright, possibly reduced for large photos), so the box is
     given in its pixels."""
+    started = time.perf_counter()
     image: LoadedImage = predictor.decode(data)
+    decoded = time.perf_counter() - started
     prediction = predictor.predict(image)
+    metrics.observe_photo("submissions", prediction, [("decode", decoded)])
     if not prediction.faces:
         return None
     largest = max(prediction.faces, key=lambda f: f.face.box.area)
@@ -133,7 +139,7 @@ def assess(predictor: Predictor, data: bytes) -> Assessed | None:
 @router.post("", status_code=201, summary="Store a photo with its owner's age",
              responses=problem_responses(400, 413, 415, 422, 503))
 async def create_submission(image: ImageFile, first_name: FirstName, true_age: TrueAge, settings: SettingsDep,
-                            predictor: PredictorDep, slots: SlotsDep, session: SessionDep,
+                            predictor: PredictorDep, slots: SlotsDep, session: SessionDep, metrics: MetricsDep,
                             consent: Consent = False) -> SubmissionCreated:
     """Predicts the age of the largest face (here, never taken from the client) and stores the photo
     re-encoded as JPEG, without EXIF or anything appended. Answers 201 once the row is committed,
@@ -142,7 +148,7 @@ async def create_submission(image: ImageFile, first_name: FirstName, true_age: T
     if not consent:
         raise ConsentRequired()
     data = await read_upload(image, settings)
-    assessed = await slots.run(assess, predictor, data)
+    assessed = await slots.run(assess, predictor, data, metrics)
     if assessed is None:
         raise NoFaceDetected()
     token = secrets.token_urlsafe(32)
@@ -156,6 +162,7 @@ async def create_submission(image: ImageFile, first_name: FirstName, true_age: T
     )
     session.add(row)
     await session.commit()
+    metrics.stored.inc()
     return SubmissionCreated(
         id=row.id, first_name=row.first_name, true_age=row.true_age, predicted_age=row.predicted_age,
         error=row.predicted_age - row.true_age, face=PredictedFace.of_age(assessed.face),
@@ -213,7 +220,7 @@ async def read_submission_image(submission_id: uuid.UUID, session: SessionDep) -
                summary="Withdraw a submission (its owner, or admin)",
                responses=problem_responses(401, 403, 404, 422))
 async def delete_submission(
-    submission_id: uuid.UUID, session: SessionDep, settings: SettingsDep, credentials: BearerDep,
+    submission_id: uuid.UUID, session: SessionDep, settings: SettingsDep, credentials: BearerDep, metrics: MetricsDep,
     x_deletion_token: Annotated[str | None, Header(description="The token returned when it was stored.")] = None,
 ) -> Response:
     """With `X-Deletion-Token` the submitter withdraws their own submission; without it, the admin
@@ -226,4 +233,5 @@ async def delete_submission(
         raise InvalidDeletionToken()
     await session.delete(row)
     await session.commit()
+    metrics.deleted.labels("owner" if x_deletion_token is not None else "admin").inc()
     return Response(status_code=204)
