@@ -1,0 +1,140 @@
+"""Memory per worker process, and /predict throughput, with 1 and with N uvicorn workers.
+
+    .venv/bin/python bench/workers.py [--workers 1 2] [--requests 40] [--duration 8] [--concurrency 8]
+
+For each worker count it serves the app as `python -m api serve --workers N` does (embedded Postgres
+in a temporary folder, no migration needed for /predict), then reads each process's memory from
+/proc (psutil): after start-up (model loaded), and again after `--requests` /predict calls and a
+`--duration`-second load at `--concurrency` (640x480 one-face JPEG, the photo of bench/http.py).
+RSS counts every page a process maps, shared libraries included, so N workers' RSS added up
+over-counts; PSS splits shared pages between the processes that share them, so it adds up to what
+the machine really spends; USS is what one process alone holds (freed if it exits).
+
+With N > 1 each worker gets WMA_CONCURRENCY_SLOTS = max(1, CPUs // N) and OMP_NUM_THREADS=1 unless
+they are set, so that N workers do not run more torch threads than there are cores.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, bench/ is first on the import path, and bench/http.py would shadow `http`.
+if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from urllib.parse import urlsplit  # noqa: E402
+
+import psutil  # noqa: E402
+
+from bench.http import free_port, load, multipart_request, pct, photo_640x480_jpeg, wait_healthy  # noqa: E402
+
+MiB = 2**20
+
+
+def workers_of(server: psutil.Process, n: int) -> list[psutil.Process]:
+    """The processes that serve: the server itself with one worker, its spawned workers with several."""
+    if n == 1:
+        return [server]
+    children = [c for c in server.children() if "spawn_main" in " ".join(c.cmdline())]
+    return sorted(children, key=lambda c: c.pid)
+
+
+def memory(processes: list[psutil.Process]) -> list[tuple[float, float, float]]:
+    out = []
+    for p in processes:
+        info = p.memory_full_info()
+        out.append((info.rss / MiB, info.pss / MiB, info.uss / MiB))
+    return out
+
+
+def show(label: str, rows: list[tuple[float, float, float]]) -> None:
+    for i, (rss, pss, uss) in enumerate(rows):
+        print(f"    {label:28s} worker {i}: RSS {rss:6.0f} MiB   PSS {pss:6.0f} MiB   USS {uss:6.0f} MiB")
+
+
+def run(n: int, jpeg: bytes, requests: int, duration: float, concurrency: int) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="whatsmyage-workers-"))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env |= {"WMA_DATA_DIR": str(tmp), "WMA_FRONTEND_DIR": str(tmp / "none")}
+    if n > 1:
+        env.setdefault("WMA_CONCURRENCY_SLOTS", str(max(1, (os.cpu_count() or 1) // n)))
+        env.setdefault("OMP_NUM_THREADS", "1")
+    log = open(tmp / "server.log", "wb")  # noqa: SIM115
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "api", "serve", "--port", str(port), "--workers", str(n)],
+                            cwd=ROOT, env=env, stdout=log, stderr=log)
+    server = psutil.Process(proc.pid)
+    try:
+        wait_healthy(url, 180)
+        deadline = time.monotonic() + 120
+        while len(workers_of(server, n)) < n and time.monotonic() < deadline:
+            time.sleep(0.2)
+        processes = workers_of(server, n)
+        while (tmp / "server.log").read_text().count("Application startup complete") < n:  # every model loaded
+            if time.monotonic() > deadline:
+                raise SystemExit("the workers did not all start")
+            time.sleep(0.2)
+        print(f"\n{n} worker(s): slots {env.get('WMA_CONCURRENCY_SLOTS', 'default')}, "
+              f"OMP_NUM_THREADS {env.get('OMP_NUM_THREADS', 'unset')}; healthy after "
+              f"{time.perf_counter() - started:.1f} s")
+        if n > 1:
+            parent = server.memory_full_info()
+            print(f"    supervisor (loads no model): RSS {parent.rss / MiB:.0f} MiB, PSS {parent.pss / MiB:.0f} MiB")
+        show("after start-up", memory(processes))
+        parts = urlsplit(url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        raw = multipart_request(host, "/predict", "face.jpg", jpeg, "image/jpeg")
+        health = f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        asyncio.run(load(host, port, raw, health, 4, max(1.0, requests / 40), None))  # warm-up, every worker
+        result = asyncio.run(load(host, port, raw, health, concurrency, duration, None))
+        ok = result.statuses.get(200, 0)
+        errors = {k: v for k, v in result.statuses.items() if k != 200}
+        print(f"    /predict at concurrency {concurrency} for {duration:.0f} s: {ok / result.seconds:.1f} req/s, "
+              f"p50 {pct(result.latencies, 50) * 1000:.1f} ms, p99 {pct(result.latencies, 99) * 1000:.1f} ms, "
+              f"errors {errors or 'none'}")
+        rows = memory(processes)
+        show("after the load", rows)
+        total_pss = sum(pss for _, pss, _ in rows) + (server.memory_full_info().pss / MiB if n > 1 else 0)
+        print(f"    all processes together: PSS {total_pss:.0f} MiB")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        stopped = not (tmp / "pgdata" / "postmaster.pid").exists()
+        print(f"    stopped (exit {proc.returncode}); embedded Postgres stopped: {stopped}")
+        log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--requests", type=int, default=40, help="about how many warm-up requests")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds of load per worker count")
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+    signal.alarm(int(len(args.workers) * (args.duration + args.requests / 40 + 300)))
+    print(f"{os.cpu_count()} CPUs; load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    jpeg = photo_640x480_jpeg()
+    for n in args.workers:
+        run(n, jpeg, args.requests, args.duration, args.concurrency)
+    print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
