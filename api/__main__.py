@@ -1,4 +1,5 @@
-"""Command line: `python -m api serve [--host H] [--port P] [--workers N]`, `python -m api migrate`."""
+"""Command line: `python -m api serve [--host H] [--port P] [--workers N]`, `python -m api migrate`,
+`python -m api export-submissions --out DIR`."""
 
 from __future__ import annotations
 
@@ -49,6 +50,31 @@ def multiprocess_metrics() -> Iterator[None]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def export(settings: Settings, out: Path) -> None:
+    """Write consented submissions as a UTKFace-style folder (see api/export.py)."""
+    import asyncio
+
+    from sqlmodel.ext.asyncio.session import AsyncSession
+
+    from api import db
+    from api.export import export_submissions
+
+    async def run(url: str) -> tuple[int, int]:
+        engine = db.create_engine(url)
+        try:
+            async with AsyncSession(engine) as session:
+                return await export_submissions(session, out)
+        finally:
+            await engine.dispose()
+
+    database = db.start_database(settings)
+    try:
+        kept, removed = asyncio.run(run(database.url))
+    finally:
+        database.stop()
+    print(f"{out}: {kept} submissions, {removed} files of deleted submissions removed")
+
+
 def serve(settings: Settings) -> None:
     import uvicorn
 
@@ -75,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     serve_cmd.add_argument("--port", type=int, help="port (default: WMA_PORT or 8000)")
     serve_cmd.add_argument("--workers", type=int, help="worker processes (default: WMA_WORKERS or 1)")
     commands.add_parser("migrate", help="apply database migrations")
+    export_cmd = commands.add_parser("export-submissions", help="write stored submissions as a UTKFace-style folder")
+    export_cmd.add_argument("--out", type=Path, required=True, help="folder to write (and keep in step)")
     args = parser.parse_args(argv)
 
     configure_logging()  # JSON lines on stdout
@@ -82,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = Settings(**overrides)
     if args.command == "migrate":
         migrate(settings)
+    elif args.command == "export-submissions":
+        export(settings, args.out)
     else:
         serve(settings)
 

@@ -76,7 +76,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.arch, data=[str(d) for d in args.data], out=str(args.out or Path("runs") / args.arch),
         epochs=args.epochs, batch=args.batch, lr=args.lr, weight_decay=args.weight_decay, sigma=args.sigma,
         init=args.init, input_size=args.input_size, ema=args.ema, seed=args.seed, device=args.device,
-        sigma_slope=args.sigma_slope, aux=args.aux, mixup=args.mixup, extra_blocks=args.extra_blocks,
+        split_file=args.split_file, sigma_slope=args.sigma_slope, aux=args.aux, mixup=args.mixup,
+        extra_blocks=args.extra_blocks,
         workers=args.workers, cache=args.cache, version=args.version)
     train(cfg, resume=args.resume)
     return 0
@@ -136,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--device", default=None, help="auto (default: cuda when present), cpu or cuda")
     t.add_argument("--workers", type=int, default=None, help="processes for chip extraction")
+    t.add_argument("--split-file", default=None, help="recorded split (default ml/splits/utkface.csv)")
     t.add_argument("--cache", default=None, help="chip cache folder (default data/chips)")
     t.add_argument("--version", default=None, help="version string of the weights")
     t.set_defaults(func=cmd_train)

@@ -30,7 +30,7 @@ from ml.agemodel import AgeModel, load_age_model, save_age_model
 from ml.agenet import AgeNet
 from ml.augment import Augmentation, augment
 from ml.chips import MARGIN, ChipSet, cached_training_chips
-from ml.data import band_names, band_of, load_split, scan
+from ml.data import SPLIT_FILE, band_names, band_of, load_split, scan
 from ml.evaluate import evaluate_model
 from ml.vgg import VGGRegressor
 
@@ -59,6 +59,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     workers: int = 2  # chip extraction processes
+    split_file: str = str(SPLIT_FILE)  # the recorded split; files it does not list are assigned by hash
     cache: str = "data/chips"
     version: str = ""
     augmentation: dict = field(default_factory=lambda: asdict(Augmentation()))
@@ -103,7 +104,7 @@ def targets(cfg: TrainConfig, net: torch.nn.Module, ages: torch.Tensor, genders:
         return {"age": ages.float()}
     t = {"age": label_distribution(ages, net.ages, cfg.sigma, cfg.sigma_slope)}
     if cfg.aux:
-        t["gender"] = F.one_hot(genders, 2).float()
+        t["gender"] = F.one_hot(genders.clamp(min=0), 2).float() * (genders >= 0).float()[:, None]
         t["race"] = F.one_hot(races.clamp(min=0), 5).float() * (races >= 0).float()[:, None]
     return t
 
@@ -224,8 +225,11 @@ def plots(run: Path, history: list[dict], model: AgeModel, val: ChipSet) -> None
 def load_data(cfg: TrainConfig) -> tuple[ChipSet, ChipSet]:
     folders = [Path(d) for d in cfg.data]
     samples, skipped = scan(folders)
-    split = load_split(samples, folders)
+    split = load_split(samples, folders, split_file=Path(cfg.split_file) if cfg.split_file else None)
     train_s, val_s = split.of(samples, "train"), split.of(samples, "val")
+    if not train_s or not val_s:
+        raise SystemExit(f"the split leaves {len(train_s)} training and {len(val_s)} validation images: "
+                         "give more images or a split file")
     chips = cached_training_chips(train_s + val_s, Path(cfg.cache), cfg.workers)
     train = chips.subset({s.name for s in train_s})
     val = chips.subset({s.name for s in val_s})
