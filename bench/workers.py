@@ -1,11 +1,14 @@
 """Memory per worker process, and /predict throughput, with 1 and with N uvicorn workers.
 
-    .venv/bin/python bench/workers.py [--workers 1 2] [--requests 40] [--duration 8] [--concurrency 8]
+    .venv/bin/python bench/workers.py [--workers 1 2] [--requests 200] [--duration 8] [--concurrency 8]
 
 For each worker count it serves the app as `python -m api serve --workers N` does (embedded Postgres
 in a temporary folder, no migration needed for /predict), then reads each process's memory from
-/proc (psutil): after start-up (model loaded), and again after `--requests` /predict calls and a
-`--duration`-second load at `--concurrency` (640x480 one-face JPEG, the photo of bench/http.py).
+/proc (psutil): after start-up (model loaded), and again after about `--requests` warm-up /predict
+calls and two `--duration`-second loads at `--concurrency` (640x480 one-face JPEG, the photo of
+bench/http.py): one over keep-alive connections, one with a new connection per request. Each worker's
+CPU time during a load shows how the requests were shared out between the workers.
+
 RSS counts every page a process maps, shared libraries included, so N workers' RSS added up
 over-counts; PSS splits shared pages between the processes that share them, so it adds up to what
 the machine really spends; USS is what one process alone holds (freed if it exits).
@@ -37,7 +40,16 @@ from urllib.parse import urlsplit  # noqa: E402
 
 import psutil  # noqa: E402
 
-from bench.http import free_port, load, multipart_request, pct, photo_640x480_jpeg, wait_healthy  # noqa: E402
+from bench.http import (  # noqa: E402
+    Connection,
+    Run,
+    free_port,
+    load,
+    multipart_request,
+    pct,
+    photo_640x480_jpeg,
+    wait_healthy,
+)
 
 MiB = 2**20
 
@@ -56,6 +68,33 @@ def memory(processes: list[psutil.Process]) -> list[tuple[float, float, float]]:
         info = p.memory_full_info()
         out.append((info.rss / MiB, info.pss / MiB, info.uss / MiB))
     return out
+
+
+async def load_fresh_connections(host: str, port: int, raw: bytes, concurrency: int, duration: float) -> Run:
+    """Like bench.http.load, but every request on a connection of its own (as a proxy without keep-alive)."""
+    run = Run()
+    deadline = time.perf_counter() + duration
+
+    async def worker() -> None:
+        while time.perf_counter() < deadline:
+            conn = Connection(host, port)
+            t = time.perf_counter()
+            try:
+                status: int | str = await asyncio.wait_for(conn.request(raw), 30)
+            except (OSError, asyncio.IncompleteReadError, TimeoutError) as e:
+                status = type(e).__name__
+            await conn.close()
+            run.latencies.append(time.perf_counter() - t)
+            run.statuses[status] += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    run.seconds = time.perf_counter() - t0
+    return run
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> list[float]:
+    return [sum(p.cpu_times()[:2]) for p in processes]
 
 
 def show(label: str, rows: list[tuple[float, float, float]]) -> None:
@@ -98,13 +137,20 @@ def run(n: int, jpeg: bytes, requests: int, duration: float, concurrency: int) -
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
         raw = multipart_request(host, "/predict", "face.jpg", jpeg, "image/jpeg")
         health = f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
-        asyncio.run(load(host, port, raw, health, 4, max(1.0, requests / 40), None))  # warm-up, every worker
-        result = asyncio.run(load(host, port, raw, health, concurrency, duration, None))
-        ok = result.statuses.get(200, 0)
-        errors = {k: v for k, v in result.statuses.items() if k != 200}
-        print(f"    /predict at concurrency {concurrency} for {duration:.0f} s: {ok / result.seconds:.1f} req/s, "
-              f"p50 {pct(result.latencies, 50) * 1000:.1f} ms, p99 {pct(result.latencies, 99) * 1000:.1f} ms, "
-              f"errors {errors or 'none'}")
+        asyncio.run(load_fresh_connections(host, port, raw, 4, max(1.0, requests / 40)))  # warm-up, every worker
+        for mode in ("keep-alive", "new connection per request"):
+            cpu0 = cpu_seconds(processes)
+            if mode == "keep-alive":
+                result = asyncio.run(load(host, port, raw, health, concurrency, duration, None))
+            else:
+                result = asyncio.run(load_fresh_connections(host, port, raw, concurrency, duration))
+            used = [after - before for before, after in zip(cpu0, cpu_seconds(processes), strict=True)]
+            ok = result.statuses.get(200, 0)
+            errors = {k: v for k, v in result.statuses.items() if k != 200}
+            share = " / ".join(f"{u / max(sum(used), 1e-9):.0%}" for u in used)
+            print(f"    /predict, c={concurrency}, {mode}, {duration:.0f} s: {ok / result.seconds:5.1f} req/s, "
+                  f"p50 {pct(result.latencies, 50) * 1000:.0f} ms, p99 {pct(result.latencies, 99) * 1000:.0f} ms, "
+                  f"errors {errors or 'none'}; CPU by worker {share}")
         rows = memory(processes)
         show("after the load", rows)
         total_pss = sum(pss for _, pss, _ in rows) + (server.memory_full_info().pss / MiB if n > 1 else 0)
@@ -124,11 +170,11 @@ def run(n: int, jpeg: bytes, requests: int, duration: float, concurrency: int) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--requests", type=int, default=40, help="about how many warm-up requests")
+    parser.add_argument("--requests", type=int, default=200, help="about how many warm-up requests")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds of load per worker count")
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
-    signal.alarm(int(len(args.workers) * (args.duration + args.requests / 40 + 300)))
+    signal.alarm(int(len(args.workers) * (2 * args.duration + args.requests / 40 + 300)))
     print(f"{os.cpu_count()} CPUs; load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     jpeg = photo_640x480_jpeg()
     for n in args.workers:
