@@ -15,11 +15,13 @@ from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api import security
 from api.config import Settings
 from api.db import create_engine, start_database
 from api.deps import Slots, State
 from api.errors import add_problem_schema, install_error_handlers
-from api.middleware import BodySizeLimit
+from api.middleware import BodySizeLimit, MultipartGuard
+from api.ratelimit import RateLimit
 from api.routes import detect, health, predict, submissions
 from ml import Predictor, PredictorSettings
 
@@ -62,14 +64,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings=settings,
                 sessionmaker=async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False),
                 predictor=predictor,
-                slots=Slots(settings.concurrency_slots, settings.slot_wait_seconds),
+                slots=Slots(settings.concurrency_slots, settings.slot_wait_seconds, settings.request_timeout_seconds),
             )
 
-    app = FastAPI(title="whatsmyage", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="whatsmyage", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)  # /docs is served by api.security, without a CDN
     install_error_handlers(app)
+    security.install(app)  # security headers outside everything else, and /docs
     # Middleware: the last added runs first (CORS outermost, so that refusals carry its headers too).
     # Later layers (request id, security headers, rate limits, metrics) belong here.
+    app.add_middleware(MultipartGuard)
     app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    if settings.rate_limit_per_minute > 0:
+        app.add_middleware(RateLimit, per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type", "X-Deletion-Token"])

@@ -88,7 +88,8 @@ def migrated_url(database_url: str) -> str:
 def settings(migrated_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     tmp = tmp_path_factory.mktemp("data")
     return Settings(_env_file=None, database_url=migrated_url, admin_token=ADMIN_TOKEN, data_dir=tmp,
-                    frontend_dir=tmp / "no-frontend", concurrency_slots=2, slot_wait_seconds=5.0)
+                    frontend_dir=tmp / "no-frontend", concurrency_slots=2, slot_wait_seconds=5.0,
+                    rate_limit_per_minute=0)  # tests/api/test_limits.py tests the rate limit on an app of its own
 
 
 @pytest.fixture(scope="session")

@@ -84,7 +84,7 @@ async def test_unusable_photos_get_their_error_code(client, path, data, status, 
 
 
 async def test_missing_image_field_is_a_validation_error(client):
-    body = assert_problem(await client.post("/predict", data={"other": "x"}), 422, "validation_error")
+    body = assert_problem(await client.post("/predict", files={"other": (None, "x")}), 422, "validation_error")
     assert body["errors"] == [{"field": "image", "code": "missing", "message": "Field required"}]
 
 
