@@ -88,7 +88,7 @@ class Idempotency:
         already, else None (go on, and `record` before committing). 409 while another request holds
         the key, 422 when the key was used with another request."""
         await session.exec(delete(IdempotencyKey).where(col(IdempotencyKey.created_at) < utcnow() - TTL))
-        if not (await session.exec(select(func.pg_try_advisory_xact_lock(self.lock_id)))).one():
+        if not (await session.exec(select(func.pg_try_advisory_xact_lock(self.lock_id)))).scalar_one():
             raise IdempotencyInProgress()
         row = await session.get(IdempotencyKey, self.key_hash)
         if row is None:

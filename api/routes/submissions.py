@@ -175,6 +175,7 @@ async def create_submission(image: ImageFile, first_name: FirstName, true_age: T
     )
     session.add(row)
     if idempotency is not None:
+        await session.flush()  # the row first: the key's row refers to it
         idempotency.record(session, created)  # committed with the row, or not at all
     await session.commit()
     return created
