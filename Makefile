@@ -47,4 +47,7 @@ bench: install ## benchmarks: predictor latency and memory
 bench-http: install ## HTTP load on loopback against a served app (starts and stops it itself)
 	$(PY) bench/http.py
 
-.PHONY: help install run migrate test lint fmt bench bench-http
+bench-load: install ## 100 uploads at once, good and bad, against a served app: statuses, p99, memory, rows
+	$(PY) bench/load.py
+
+.PHONY: help install run migrate test lint fmt bench bench-http bench-load

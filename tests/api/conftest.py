@@ -84,6 +84,22 @@ def migrated_url(database_url: str) -> str:
     return database_url
 
 
+@pytest.fixture(scope="module")
+def scratch_url(migrated_url: str) -> Iterator[str]:
+    """A database of the module's own on the tests' server, migrated, dropped at the end: for tests
+    whose app commits for real (Schemathesis, the load test), so the rolled-back tests never see it."""
+    server = make_url(migrated_url)
+    name = f"scratch_{uuid.uuid4().hex[:10]}"
+    admin_url = server.render_as_string(hide_password=False)
+    asyncio.run(_admin_execute(admin_url, f'CREATE DATABASE "{name}"'))
+    url = server.set(database=name).render_as_string(hide_password=False)
+    try:
+        db.migrate(url)
+        yield url
+    finally:
+        asyncio.run(_admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture(scope="session")
 def settings(migrated_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     tmp = tmp_path_factory.mktemp("data")

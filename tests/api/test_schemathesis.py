@@ -12,8 +12,6 @@ its own (created on the tests' server, migrated, dropped at the end).
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -22,13 +20,11 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-from sqlalchemy import make_url
 
-from api import db
 from api.config import Settings
 from api.main import create_app
 from tests import badimages as b
-from tests.api.conftest import ADMIN_TOKEN, FIXTURES, _admin_execute
+from tests.api.conftest import ADMIN_TOKEN, FIXTURES
 
 PHOTOS = [
     (FIXTURES / "astronaut.png").read_bytes(),  # one face
@@ -41,20 +37,6 @@ PHOTOS = [
     b"",  # 422 empty_file
 ]
 VALID_FIELDS = {"first_name": "Eileen", "true_age": 42, "consent": True}
-
-
-@pytest.fixture(scope="module")
-def scratch_url(migrated_url: str) -> Iterator[str]:
-    server = make_url(migrated_url)
-    name = f"schemathesis_{uuid.uuid4().hex[:10]}"
-    admin_url = server.render_as_string(hide_password=False)
-    asyncio.run(_admin_execute(admin_url, f'CREATE DATABASE "{name}"'))
-    url = server.set(database=name).render_as_string(hide_password=False)
-    try:
-        db.migrate(url)
-        yield url
-    finally:
-        asyncio.run(_admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="module")
