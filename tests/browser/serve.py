@@ -1,0 +1,55 @@
+"""Serve the app for the browser tests: `python -m tests.browser.serve --port N`.
+
+The app is wrapped in the Content-Security-Policy that production will send (issue 6), so a page
+that needed an inline script or style, or an outside URL, fails its tests with a console error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+
+import uvicorn
+
+CSP = (
+    "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; media-src 'self' blob:; frame-ancestors 'none'"
+)
+
+
+class WithCSP:
+    """ASGI middleware: add the policy to every HTTP response that has none."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_csp(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"content-security-policy" for name, _ in headers):
+                    headers.append((b"content-security-policy", CSP.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        return await self.app(scope, receive, send_with_csp)
+
+
+def load_app():
+    module_name, _, attr = os.environ.get("UI_TEST_APP", "api.main:app").partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    uvicorn.run(WithCSP(load_app()), host="127.0.0.1", port=args.port, log_level="warning", lifespan="on")
+
+
+if __name__ == "__main__":
+    main()
