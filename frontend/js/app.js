@@ -47,9 +47,10 @@ let firstRoute = true;
 
 function onRoute() {
   const hash = routeOf(location.hash);
-  if (hash === null) {
-    // An unknown route: show the form, and fix the address without adding a history entry.
-    history.replaceState(null, "", "#/");
+  if (hash === null || location.hash !== hash) {
+    // No route or an unknown one: show the form, and write its address without adding a
+    // history entry, so every view has exactly one URL.
+    history.replaceState(null, "", hash ?? "#/");
     return onRoute();
   }
   const { view, title } = ROUTES[hash];
@@ -213,7 +214,7 @@ function focusField(field) {
 }
 
 /** Where a refused request's message goes: {errors: {field: message}} or {formError}. */
-export function placeProblem(error) {
+function placeProblem(error) {
   const problem = error.problem ?? {};
   const detail = error.message;
   const named = fieldMessages(problem);
@@ -549,16 +550,18 @@ function renderResult(state, previous) {
     $("[data-error-words]").textContent =
       result.error > 0 ? "estimate too old" : result.error < 0 ? "estimate too young" : "spot on";
   }
-  const note = $("[data-faces-note]");
-  const others = result.faces.length - 1;
-  note.hidden = others < 1;
-  note.textContent =
-    others >= 1
-      ? `${result.faces.length} faces found. The numbers are for the largest face (the yellow box); the others: ${result.faces
-          .filter((_, index) => index !== largestIndex(result.faces))
-          .map(faceDescription)
-          .join("; ")}.`
-      : "";
+  const others = result.faces.filter((_, index) => index !== largestIndex(result.faces));
+  $("[data-faces-note]").hidden = others.length === 0;
+  $("[data-faces-count]").textContent = others.length
+    ? `${result.faces.length} faces found. The numbers above are for the largest face (the yellow box). The others:`
+    : "";
+  $("[data-other-faces]").replaceChildren(
+    ...others.map((face) => {
+      const item = document.createElement("li");
+      item.textContent = faceDescription(face);
+      return item;
+    }),
+  );
 
   const stored = Boolean(result.submission) && result.deleteState !== "deleted";
   $("[data-stored]").hidden = !stored;

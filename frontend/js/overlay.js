@@ -64,7 +64,8 @@ function drawBoxes(overlay, faces, width, height, primary) {
     box.style.width = percent(Math.min(w, width - Math.max(0, x)), width);
     box.style.height = percent(Math.min(h, height - Math.max(0, y)), height);
     const label = document.createElement("span");
-    label.className = y / height < 0.12 ? "face-label inside" : "face-label";
+    // A label that would leave the top of the photo goes under its box instead.
+    label.className = y / height < 0.12 ? "face-label below" : "face-label";
     label.textContent = faceLabel(face);
     box.append(label);
     overlay.append(box);

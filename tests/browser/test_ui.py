@@ -249,7 +249,7 @@ def test_face_box_stays_on_the_face_when_the_page_is_resized(
         assert drawn["y"] - shown["y"] == pytest.approx(face["y"] * scale, abs=2)
         assert drawn["width"] == pytest.approx(face["width"] * scale, abs=2)
         assert drawn["height"] == pytest.approx(face["height"] * scale, abs=2)
-    page.screenshot(path=Path(output_path) / "result-phone.png", full_page=True)
+        page.screenshot(path=Path(output_path) / f"result-{viewport['width']}px.png", full_page=True)
 
 
 def test_views_have_their_own_urls_and_the_back_button_works(page: Page, live_server: LiveServer) -> None:
