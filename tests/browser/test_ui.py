@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Page, Request, expect
+from playwright.sync_api import BrowserType, Page, Request, expect
 
 from tests.browser.server import FIXTURES, ConsoleErrors, LiveServer
 
@@ -283,3 +283,35 @@ def test_page_assets_are_served_by_the_app(live_server: LiveServer) -> None:
         assert "<title>whatsmyage</title>" in page.text
         for path in ("/styles.css", "/js/app.js", "/js/api.js", "/favicon.svg", "/examples/astronaut.jpg"):
             assert client.get(path).status_code == 200, path
+
+
+def test_camera_photo_is_previewed_and_sent(
+    browser_type: BrowserType, browser_type_launch_args: dict, live_server: LiveServer
+) -> None:
+    # Chromium's fake camera (a moving test pattern, no face) stands in for a webcam.
+    args = [*browser_type_launch_args["args"], "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+    browser = browser_type.launch(**{**browser_type_launch_args, "args": args})
+    try:
+        context = browser.new_context(permissions=["camera"])
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        open_home(page, live_server)
+        fill_form(page, photo=None)
+
+        page.get_by_role("button", name="Take a photo").click()
+        expect(page.get_by_role("button", name="Capture")).to_be_focused()
+        expect(page.locator("[data-camera-video]")).to_be_visible()
+        page.get_by_role("button", name="Capture").click()
+        expect(page.locator("[data-preview]")).to_be_visible()
+        expect(page.locator("[data-file-name]")).to_have_text("camera.jpg")
+        expect(page.locator("[data-camera]")).to_be_hidden()
+
+        with page.expect_response(lambda r: r.url.endswith("/predict")) as info:
+            page.get_by_role("button", name="Estimate my age").click()
+        assert info.value.status == 200
+        expect(page.get_by_role("heading", level=1, name="No face found")).to_be_visible()
+        assert errors == []
+    finally:
+        browser.close()
