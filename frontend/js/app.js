@@ -213,6 +213,16 @@ function focusField(field) {
   input.focus();
 }
 
+// Problems about the photo itself, which name no field: the message goes next to the photo.
+const IMAGE_CODES = new Set([
+  "empty_file",
+  "corrupt_image",
+  "unsupported_image",
+  "image_too_many_pixels",
+  "file_too_large",
+  "body_too_large",
+]);
+
 /** Where a refused request's message goes: {errors: {field: message}} or {formError}. */
 function placeProblem(error) {
   const problem = error.problem ?? {};
@@ -225,7 +235,7 @@ function placeProblem(error) {
     for (const field of fields) errors[field] = named[field] || detail;
     return { errors };
   }
-  if ([413, 415].includes(error.status) || /image|photo/.test(error.code)) return { errors: { image: detail } };
+  if (IMAGE_CODES.has(error.code) || [413, 415].includes(error.status)) return { errors: { image: detail } };
   if (error.status === 503) {
     const wait = Number(problem.retry_after);
     const when = Number.isFinite(wait) && wait > 0 ? ` Try again in ${wait} second${wait === 1 ? "" : "s"}.` : "";
@@ -299,7 +309,7 @@ async function onSubmit(event) {
           photo,
           trueAge: saved.true_age ?? values.true_age,
           firstName: saved.first_name ?? values.first_name,
-          image: null,
+          image: saved.image ?? null, // the stored photo's size, which the box is measured in
           faces: face.box ? [face] : [],
           submission: { id: saved.id, token: saved.deletion_token },
         });

@@ -7,8 +7,8 @@ export const AGE_MAX = 120;
 export const NAME_MIN = 2;
 export const NAME_MAX = 64;
 
-// Letters, combining marks, spaces, hyphens and apostrophes (straight or typographic).
-const NAME_PATTERN = /^[\p{L}\p{M} '’-]+$/u;
+// Letters, combining marks, spaces, hyphens and apostrophes (ASCII and typographic: U+2010, U+2019).
+const NAME_PATTERN = /^[\p{L}\p{M} '\u2019\u2010-]+$/u;
 
 export function checkAge(raw) {
   const value = (raw ?? "").trim();
@@ -20,7 +20,8 @@ export function checkAge(raw) {
 }
 
 export function checkName(raw) {
-  const value = (raw ?? "").trim().replace(/\s+/g, " ");
+  // As the server reads it: NFC, trimmed, inner runs of spaces collapsed.
+  const value = (raw ?? "").normalize("NFC").trim().replace(/\s+/g, " ");
   if (value === "") return { error: "Enter your first name." };
   if ([...value].length < NAME_MIN) return { error: `Enter a first name of ${NAME_MIN} characters or more.` };
   if ([...value].length > NAME_MAX) return { error: `Enter a first name of ${NAME_MAX} characters or fewer.` };
