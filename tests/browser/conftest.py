@@ -29,9 +29,16 @@ def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
 
 
 @pytest.fixture(scope="session")
-def live_server() -> Iterator[LiveServer]:
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The app as `make run` serves it, with an embedded Postgres of its own in a temporary folder."""
     admin_token = secrets.token_urlsafe(24)
-    with serve({"ADMIN_TOKEN": admin_token}) as url:
+    env = {
+        "ADMIN_TOKEN": admin_token,
+        "DATABASE_URL": "",  # never the developer's or CI's database: rows here are really committed
+        "WMA_DATA_DIR": str(tmp_path_factory.mktemp("ui-data")),
+        "WMA_CORS_ORIGINS": "",
+    }
+    with serve(env) as url:
         yield LiveServer(url=url, admin_token=admin_token)
 
 

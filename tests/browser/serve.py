@@ -1,5 +1,8 @@
 """Serve the app for the browser tests: `python -m tests.browser.serve --port N`.
 
+What `make run` does (migrate, then serve with the settings from the environment), on a port of
+the tests' choosing.
+
 The app is wrapped in the Content-Security-Policy that production will send (issue 6), so a page
 that needed an inline script or style, or an outside URL, fails its tests with a console error.
 """
@@ -7,8 +10,6 @@ that needed an inline script or style, or an outside URL, fails its tests with a
 from __future__ import annotations
 
 import argparse
-import importlib
-import os
 
 import uvicorn
 
@@ -39,16 +40,19 @@ class WithCSP:
         return await self.app(scope, receive, send_with_csp)
 
 
-def load_app():
-    module_name, _, attr = os.environ.get("UI_TEST_APP", "api.main:app").partition(":")
-    return getattr(importlib.import_module(module_name), attr)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    uvicorn.run(WithCSP(load_app()), host="127.0.0.1", port=args.port, log_level="warning", lifespan="on")
+
+    from api.__main__ import migrate
+    from api.config import Settings
+    from api.main import create_app
+
+    # Settings from the environment (ADMIN_TOKEN, WMA_DATA_DIR or DATABASE_URL), as `make run` reads them.
+    settings = Settings(host="127.0.0.1", port=args.port)
+    migrate(settings)
+    uvicorn.run(WithCSP(create_app(settings)), host=settings.host, port=settings.port, log_level="warning")
 
 
 if __name__ == "__main__":
