@@ -412,9 +412,20 @@ function startExamples() {
   if (examplesRun) return;
   examplesRun = loadExamples(store.state.examples, (id, entry) => {
     store.set((state) => ({ examples: { ...state.examples, [id]: entry } }));
-  }).finally(() => {
-    examplesRun = null;
-  });
+  })
+    .then(() => {
+      if (store.state.route !== "examples") return;
+      const entries = Object.values(store.state.examples);
+      const failed = entries.filter((entry) => entry.status === "error").length;
+      store.set({
+        status: failed
+          ? `${failed} of ${EXAMPLES.length} example predictions failed; each card says why.`
+          : "The example predictions are ready.",
+      });
+    })
+    .finally(() => {
+      examplesRun = null;
+    });
 }
 
 async function useExample(example) {
@@ -624,6 +635,11 @@ function start() {
       store.set({ errors });
     });
   }
+  // The skip link's #main would be read as a route: move focus to the view's heading instead.
+  $(".skip-link").addEventListener("click", (event) => {
+    event.preventDefault();
+    $(`[data-view="${store.state.route}"] h1`)?.focus();
+  });
   store.addEventListener("change", (event) => render(event.detail.state, event.detail.previous));
   window.addEventListener("hashchange", onRoute);
   render(store.state, null);

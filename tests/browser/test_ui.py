@@ -255,6 +255,12 @@ def test_face_box_stays_on_the_face_when_the_page_is_resized(
 def test_views_have_their_own_urls_and_the_back_button_works(page: Page, live_server: LiveServer) -> None:
     open_home(page, live_server)
     expect(page).to_have_title(re.compile("whatsmyage"))
+    # The first Tab reaches the skip link, which moves focus to the heading without leaving the view.
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", level=1, name="How old do you look?")).to_be_focused()
+    expect(page).to_have_url(re.compile(r"#/$"))
     nav = page.get_by_role("navigation", name="Main")
     expect(nav.get_by_role("link", name="Home")).to_have_attribute("aria-current", "page")
     expect(nav.get_by_role("link", name="API docs")).to_have_attribute("href", "/docs")
