@@ -83,7 +83,9 @@ function setPhoto(blob, name, source) {
   const errors = { ...store.state.errors };
   delete errors.image;
   if (blob.type && !blob.type.startsWith("image/")) {
-    store.set({ errors: { ...errors, image: "This file is not an image: choose a JPEG, PNG or WebP photo." } });
+    // Forget the previous photo too, so that what is sent is never other than what was chosen last.
+    store.set({ photo: null, errors: { ...errors, image: "This file is not an image: choose a JPEG, PNG or WebP photo." } });
+    releaseUrl(previous?.url);
     return;
   }
   const photo = { blob, name: name || "photo.jpg", url: URL.createObjectURL(blob), source };

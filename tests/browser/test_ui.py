@@ -16,6 +16,7 @@ pytestmark = pytest.mark.browser
 
 ASTRONAUT = FIXTURES / "astronaut.png"
 COFFEE = FIXTURES / "coffee.png"
+EXAMPLE_ASTRONAUT = Path(__file__).parents[2] / "frontend" / "examples" / "astronaut.jpg"
 API_PATHS = re.compile(r"^/(predict|detect|submissions)(/|$)")
 
 
@@ -321,3 +322,38 @@ def test_camera_photo_is_previewed_and_sent(
         assert errors == []
     finally:
         browser.close()
+
+
+def drop_file(page: Page, name: str, mime_type: str, data: bytes) -> None:
+    """Drop a file on the photo zone, as a drag from the desktop does."""
+    transfer = page.evaluate_handle(
+        "([name, type, bytes]) => { const t = new DataTransfer();"
+        " t.items.add(new File([new Uint8Array(bytes)], name, { type })); return t; }",
+        [name, mime_type, list(data)],
+    )
+    zone = page.locator("[data-dropzone]")
+    zone.dispatch_event("dragenter", {"dataTransfer": transfer})
+    zone.dispatch_event("dragover", {"dataTransfer": transfer})
+    zone.dispatch_event("drop", {"dataTransfer": transfer})
+
+
+def test_dropped_photo_is_previewed_and_a_dropped_non_image_is_refused(page: Page, live_server: LiveServer) -> None:
+    open_home(page, live_server)
+    requests = api_requests(page)
+    fill_form(page, photo=None)
+
+    drop_file(page, "notes.txt", "text/plain", b"hello")
+    expect(page.locator('[data-error-for="image"]')).to_have_text(
+        "This file is not an image: choose a JPEG, PNG or WebP photo."
+    )
+    expect(page.locator("[data-preview]")).to_be_hidden()
+
+    drop_file(page, "astronaut.jpg", "image/jpeg", EXAMPLE_ASTRONAUT.read_bytes())
+    expect(page.locator('[data-error-for="image"]')).to_be_hidden()
+    expect(page.locator("[data-preview]")).to_be_visible()
+    expect(page.locator("[data-file-name]")).to_have_text("astronaut.jpg")
+    assert requests == []
+
+    page.get_by_role("button", name="Estimate my age").click()
+    expect(page.locator("[data-result-figure] [data-face-box]")).to_have_count(1)
+    assert requests == ["POST /predict"]
