@@ -31,7 +31,7 @@ run: install migrate ## serve the API and UI on http://$(HOST):$(PORT)
 migrate: install ## apply database migrations
 	$(PY) -m api migrate
 
-test: install ## run the test suite
+test: install ## run the test suite (API tests on an embedded Postgres unless TEST_DATABASE_URL is set)
 	$(PY) -m pytest
 
 lint: install ## ruff check
@@ -44,4 +44,7 @@ fmt: install ## ruff format and fix
 bench: install ## benchmarks: predictor latency and memory
 	$(PY) bench/predictor.py
 
-.PHONY: help install run migrate test lint fmt bench
+bench-http: install ## HTTP load on loopback against a served app (starts and stops it itself)
+	$(PY) bench/http.py
+
+.PHONY: help install run migrate test lint fmt bench bench-http

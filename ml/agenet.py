@@ -9,14 +9,8 @@ serving.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
-
-import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 # Channel means of the original training data; inputs are (pixel - mean) / 256.
@@ -77,9 +71,10 @@ class ResidualBlock(nn.Module):
 
 class AgeNet(nn.Module):
     """ResNet-10: a 7x7 stem, five residual blocks (64, 128, 128, 256, 256), global average
-    pooling and one linear layer over `num_classes` one-year age classes."""
+    pooling and one linear layer over `num_classes` one-year age classes. `extra_blocks` appends
+    more 256-channel blocks (see `deepen`)."""
 
-    def __init__(self, num_classes: int = 81) -> None:
+    def __init__(self, num_classes: int = 81, extra_blocks: int = 0) -> None:
         super().__init__()
         self.stem: nn.Module = ConvAffine(3, 64, 7, 2, 0)
         self.blocks = nn.Sequential(
@@ -88,7 +83,9 @@ class AgeNet(nn.Module):
             ResidualBlock(128, 128),
             ResidualBlock(128, 256),
             ResidualBlock(256, 256),
+            *(ResidualBlock(256, 256) for _ in range(extra_blocks)),
         )
+        self.extra_blocks = extra_blocks
         self.head = nn.Linear(256, num_classes)
         self.register_buffer("means", torch.tensor(CHANNEL_MEANS).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("ages", class_ages(num_classes), persistent=False)
@@ -118,6 +115,18 @@ class AgeNet(nn.Module):
             block.conv2 = _fold(block.conv2)
         return self
 
+    def deepen(self, extra_blocks: int) -> AgeNet:
+        """Append 256-channel blocks that start as the identity (their last scale is zero and their
+        input is already non-negative), so the deeper network first computes what this one did."""
+        for _ in range(extra_blocks):
+            block = ResidualBlock(256, 256).to(self.head.weight.device)
+            with torch.no_grad():
+                block.conv2.scale.zero_()
+                block.conv2.conv.weight.mul_(0.1)
+            self.blocks.append(block)
+        self.extra_blocks += extra_blocks
+        return self
+
     def widen(self, num_classes: int) -> AgeNet:
         """Extend the head to more age classes. New classes start from the last old one with a
         lower bias, so the widened network predicts nearly what it did before fine-tuning."""
@@ -137,98 +146,3 @@ class AgeNet(nn.Module):
 
 def _fold(module: nn.Module) -> nn.Module:
     return module.folded() if isinstance(module, ConvAffine) else module
-
-
-@dataclass(frozen=True, slots=True)
-class AgeDistribution:
-    """Summary of one face's predicted age distribution, in years."""
-
-    age: float
-    low: float
-    high: float
-    spread: float
-
-
-def summarise(probs: torch.Tensor, ages: torch.Tensor, coverage: float = 0.8) -> list[AgeDistribution]:
-    """Expected age, central `coverage` interval and standard deviation of each row of `probs`.
-
-    Class k stands for the year [k - 0.5, k + 0.5] (class 0 for [0, 0.5]); the interval's ends are
-    read off the piecewise-linear cumulative distribution over those bins.
-    """
-    p = probs.double().cpu().numpy()
-    a = ages.double().cpu().numpy()
-    mean = p @ a
-    spread = np.sqrt(np.maximum((p * (a[None, :] - mean[:, None]) ** 2).sum(axis=1), 0.0))
-    edges = np.concatenate([[0.0], np.arange(len(a), dtype=np.float64) + 0.5])
-    cdf = np.concatenate([np.zeros((len(p), 1)), np.cumsum(p, axis=1)], axis=1)
-    tail = (1.0 - coverage) / 2.0
-    out = []
-    for i in range(len(p)):
-        c = np.maximum.accumulate(np.clip(cdf[i] / cdf[i, -1], 0.0, 1.0))
-        low = float(np.interp(tail, c, edges))
-        high = float(np.interp(1.0 - tail, c, edges))
-        out.append(AgeDistribution(float(mean[i]), low, high, float(spread[i])))
-    return out
-
-
-@dataclass
-class AgeModel:
-    """The network plus what serving needs to read its output: version and temperature."""
-
-    net: AgeNet
-    version: str
-    temperature: float = 1.0
-    mirror: bool = False
-
-    @torch.inference_mode()
-    def probabilities(self, chips: np.ndarray) -> torch.Tensor:
-        """Class probabilities for uint8 chips N x 64 x 64 x 3, all in one forward pass."""
-        x = self.net.preprocess(torch.from_numpy(np.ascontiguousarray(chips)))
-        n = x.shape[0]
-        if self.mirror:
-            x = torch.cat([x, x.flip(3)])
-        probs = torch.softmax(self.net(x) / self.temperature, dim=1)
-        if self.mirror:
-            probs = (probs[:n] + probs[n:]) / 2
-        return probs
-
-    def estimate(self, chips: np.ndarray, coverage: float = 0.8) -> list[AgeDistribution]:
-        if len(chips) == 0:
-            return []
-        return summarise(self.probabilities(chips), self.net.ages, coverage)
-
-
-def save_age_model(path: Path, net: AgeNet, version: str, temperature: float = 1.0, mirror: bool = False,
-                   extra: dict[str, str] | None = None) -> None:
-    """Weights as safetensors, with what is needed to use them in the file's metadata."""
-    meta = {
-        "version": version,
-        "num_classes": str(net.num_classes),
-        "temperature": repr(float(temperature)),
-        "mirror": json.dumps(bool(mirror)),
-        **(extra or {}),
-    }
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    save_file(state, str(path), metadata=meta)
-
-
-def read_metadata(path: Path) -> dict[str, str]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata() or {})
-
-
-def load_age_model(path: Path, *, fold: bool = True) -> AgeModel:
-    meta = read_metadata(path)
-    net = AgeNet(num_classes=int(meta["num_classes"]))
-    net.load_state_dict(load_file(str(path)))
-    net.eval()
-    if fold:
-        net.fold()
-    return AgeModel(
-        net=net,
-        version=meta["version"],
-        temperature=float(meta.get("temperature", "1.0")),
-        mirror=json.loads(meta.get("mirror", "false")),
-    )

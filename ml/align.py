@@ -9,8 +9,8 @@ years when the crop's padding changes by 10% (ml-notes).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import dlib
 import numpy as np
 
 from ml.faces import Box
@@ -25,9 +25,14 @@ class FaceAligner:
     """Landmarks and chips; dlib's predictor is read-only after loading, so one serves all threads."""
 
     def __init__(self, model_path: Path = SHAPE_PREDICTOR) -> None:
+        import dlib  # here, not at the top: training on a machine without dlib needs none of this
+
+        self._dlib = dlib
         self._predictor = dlib.shape_predictor(str(model_path))
 
-    def landmarks(self, rgb: np.ndarray, box: Box) -> dlib.full_object_detection:
+    def landmarks(self, rgb: np.ndarray, box: Box) -> Any:
+        """dlib's 5 landmarks (a `full_object_detection`) of the face in `box`."""
+        dlib = self._dlib
         rect = dlib.rectangle(
             int(round(box.x)), int(round(box.y)),
             int(round(box.x + box.width)) - 1, int(round(box.y + box.height)) - 1,
@@ -37,8 +42,8 @@ class FaceAligner:
     def chip(self, rgb: np.ndarray, box: Box, size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> np.ndarray:
         """An aligned size x size x 3 uint8 chip of the face in `box`."""
         shape = self.landmarks(rgb, box)
-        details = dlib.get_face_chip_details(shape, size, padding)
-        return np.asarray(dlib.extract_image_chip(rgb, details))
+        details = self._dlib.get_face_chip_details(shape, size, padding)
+        return np.asarray(self._dlib.extract_image_chip(rgb, details))
 
     def chips(self, rgb: np.ndarray, boxes: list[Box], size: int = CHIP_SIZE,
               padding: float = CHIP_PADDING) -> np.ndarray:

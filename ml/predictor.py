@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ml.agenet import AgeModel, load_age_model
+from ml.agemodel import AgeModel, load_age_model
 from ml.align import FaceAligner
 from ml.faces import DetectorSettings, Face, FaceDetector
 from ml.images import DEFAULT_MAX_PIXELS, DEFAULT_WORK_SIDE, LoadedImage, load_image

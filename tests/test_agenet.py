@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from ml import import_weights
-from ml.agenet import AgeNet, load_age_model, summarise
+from ml.agemodel import load_age_model, summarise
+from ml.agenet import AgeNet
 from ml.predictor import WEIGHTS_DIR
 from tests.conftest import FIXTURES
 

@@ -1,0 +1,62 @@
+"""Settings, read once from the environment (and `.env`) and passed into `create_app`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Every setting has a safe default; env names are `WMA_<NAME>` except the two well-known ones."""
+
+    model_config = SettingsConfigDict(env_prefix="WMA_", env_file=".env", extra="ignore")
+
+    database_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("DATABASE_URL", "database_url"),
+        description="Postgres URL; unset: an embedded Postgres in <data_dir>/pgdata.",
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("ADMIN_TOKEN", "admin_token"),
+        description="Bearer token for the admin routes; unset: they answer 403.",
+    )
+    max_upload_bytes: int = Field(10 * MiB, ge=1, description="Largest accepted photo file.")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="Largest accepted photo area (width x height).")
+    max_faces: int = Field(20, ge=1, description="Faces reported per photo, largest first.")
+    concurrency_slots: int = Field(
+        default_factory=lambda: os.cpu_count() or 1, ge=1, description="Photos processed at once."
+    )
+    slot_wait_seconds: float = Field(2.0, gt=0, description="Longest wait for a slot before answering 503.")
+    data_dir: Path = Field(Path("data"), description="Local data (the embedded Postgres).")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed by CORS, comma-separated; none by default."
+    )
+    frontend_dir: Path = Field(REPO_ROOT / "frontend", description="Static UI served at /, if it exists.")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [o.strip() for o in value.split(",") if o.strip()]
+        return value
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def admin_token_value(self) -> str | None:
+        """The admin token, or None when unset or blank."""
+        token = self.admin_token.get_secret_value() if self.admin_token else ""
+        return token or None

@@ -1,0 +1,94 @@
+"""The FastAPI app: `create_app(settings)` builds it; the lifespan owns every heavy object."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import anyio.to_thread
+import torch
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from api.config import Settings
+from api.db import create_engine, start_database
+from api.deps import Slots, State
+from api.errors import add_problem_schema, install_error_handlers
+from api.middleware import BodySizeLimit
+from api.routes import detect, health, predict, submissions
+from ml import Predictor, PredictorSettings
+
+log = logging.getLogger("api")
+
+MULTIPART_OVERHEAD = 64 * 1024  # the form fields and part headers around the photo
+
+DESCRIPTION = """Estimates a person's apparent age from a photo.
+
+`/detect` and `/predict` store nothing. `/submissions` stores a photo only with explicit consent and
+returns a one-time deletion token. Every error is `application/problem+json` with a stable `code`.
+"""
+
+
+def load_predictor(settings: Settings) -> Predictor:
+    # One slot per photo in flight, each with its share of the cores rather than all of them each
+    # (oversubscribed torch threads spin against each other). With several worker processes, set
+    # OMP_NUM_THREADS (e.g. 1): this process cannot see the others.
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.concurrency_slots))
+    ml_settings = PredictorSettings(max_faces=settings.max_faces, max_pixels=settings.max_image_pixels,
+                                    parallel=settings.concurrency_slots)
+    return Predictor.load(settings=ml_settings)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[State]:
+        async with AsyncExitStack() as stack:  # undone in reverse: predictor, engine, then Postgres
+            database = await anyio.to_thread.run_sync(start_database, settings)
+            stack.push_async_callback(anyio.to_thread.run_sync, database.stop)
+            engine = create_engine(database.url)
+            stack.push_async_callback(engine.dispose)
+            predictor = await anyio.to_thread.run_sync(load_predictor, settings)
+            stack.callback(predictor.close)
+            log.info("serving model %s, %d slot(s)", predictor.version, settings.concurrency_slots)
+            yield State(
+                settings=settings,
+                sessionmaker=async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False),
+                predictor=predictor,
+                slots=Slots(settings.concurrency_slots, settings.slot_wait_seconds),
+            )
+
+    app = FastAPI(title="whatsmyage", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    install_error_handlers(app)
+    # Middleware: the last added runs first (CORS outermost, so that refusals carry its headers too).
+    # Later layers (request id, security headers, rate limits, metrics) belong here.
+    app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "X-Deletion-Token"])
+
+    for module in (detect, predict, submissions, health):
+        app.include_router(module.router)
+    if settings.frontend_dir.is_dir():  # the UI, same origin; API routes take precedence
+        app.frontend("/", directory=settings.frontend_dir, fallback=None)
+
+    build_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            add_problem_schema(build_openapi())
+        assert app.openapi_schema is not None
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+app = create_app()

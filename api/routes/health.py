@@ -1,0 +1,34 @@
+"""GET /healthz: is the service up, and can it reach its database?"""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+from fastapi import APIRouter, Response
+from sqlalchemy import text
+
+from api.deps import PredictorDep, SessionDep
+from api.models import Health
+
+router = APIRouter(tags=["health"])
+log = logging.getLogger("api")
+
+DATABASE_TIMEOUT = 2.0  # seconds
+
+
+@router.get("/healthz", summary="Liveness and database check",
+            responses={503: {"model": Health, "description": "The database cannot be reached."}})
+async def read_health(session: SessionDep, predictor: PredictorDep, response: Response) -> Health:
+    """200 when the database answers, 503 (with Retry-After) when it does not; predictions keep
+    working either way."""
+    try:
+        with anyio.fail_after(DATABASE_TIMEOUT):
+            connection = await session.connection()
+            await connection.execute(text("SELECT 1"))
+    except Exception as exc:  # whatever the failure, the answer is the same: unavailable
+        log.warning("health check: database unavailable (%s)", type(exc).__name__)
+        response.status_code = 503
+        response.headers["Retry-After"] = "5"
+        return Health(status="degraded", database="unavailable", model_version=predictor.version)
+    return Health(status="ok", database="ok", model_version=predictor.version)

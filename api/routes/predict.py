@@ -1,0 +1,23 @@
+"""POST /predict: the faces in a photo and the apparent age of each."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.deps import PredictorDep, SettingsDep, SlotsDep, read_upload
+from api.models import ImageSize, PredictedFace, PredictResponse
+from api.routes.detect import IMAGE_ERRORS, ImageFile
+
+router = APIRouter(tags=["faces"])
+
+
+@router.post("/predict", responses=IMAGE_ERRORS, summary="Estimate the age of each face in a photo")
+async def predict_ages(image: ImageFile, settings: SettingsDep, predictor: PredictorDep,
+                       slots: SlotsDep) -> PredictResponse:
+    """Each face as `/detect` finds it, with its apparent `age` and an `age_interval` likely to hold
+    it. A photo without a face is not an error: `faces` is empty. Nothing is stored."""
+    data = await read_upload(image, settings)
+    result = await slots.run(predictor.predict, data)
+    return PredictResponse(model_version=result.model_version,
+                           image=ImageSize(width=result.width, height=result.height),
+                           faces=[PredictedFace.of_age(f) for f in result.faces])

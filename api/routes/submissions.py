@@ -1,0 +1,229 @@
+"""Submissions: a photo stored with consent, its owner's first name and age, and the prediction.
+
+POST is open to anyone; reading needs the admin token; deleting needs the admin token or the
+deletion token handed out once when the submission was stored.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import unicodedata
+import uuid
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Header, Query, Response
+from pydantic import AfterValidator, BeforeValidator
+from pydantic_core import PydanticCustomError
+from sqlalchemy import func
+from sqlalchemy.orm import defer
+from sqlmodel import col, select
+
+from api.deps import (
+    AdminDep,
+    BearerDep,
+    PredictorDep,
+    SessionDep,
+    SettingsDep,
+    SlotsDep,
+    check_admin,
+    hash_token,
+    read_upload,
+)
+from api.errors import ConsentRequired, InvalidDeletionToken, NoFaceDetected, NotFound, problem_responses
+from api.models import ImageSize, PredictedFace, Submission, SubmissionCreated, SubmissionPage, SubmissionRead
+from api.routes.detect import ImageFile
+from ml import FaceAge, LoadedImage, Predictor, reencode_jpeg
+
+router = APIRouter(prefix="/submissions", tags=["submissions"])
+
+# --- form fields --------------------------------------------------------------------------------
+
+NAME_PUNCTUATION = frozenset(" -'\u2010\u2019")  # space, hyphens, apostrophes (ASCII and typographic)
+
+
+def clean_first_name(value: str) -> str:
+    """NFC-normalised, trimmed of spaces, inner runs of spaces collapsed; then letters, marks, spaces,
+    hyphens and apostrophes only (so no control characters, tabs or line breaks anywhere)."""
+    if len(value) > 1024:  # before any work on it
+        raise PydanticCustomError("string_too_long", "String should have at most 64 characters")
+    name = re.sub(" {2,}", " ", unicodedata.normalize("NFC", value).strip(" "))
+    if any(not (unicodedata.category(c)[0] in "LM" or c in NAME_PUNCTUATION) for c in name):
+        raise PydanticCustomError(
+            "invalid_characters", "Only letters, marks, spaces, hyphens and apostrophes are allowed")
+    if len(name) < 2:
+        raise PydanticCustomError("string_too_short", "String should have at least 2 characters")
+    if len(name) > 64:
+        raise PydanticCustomError("string_too_long", "String should have at most 64 characters")
+    return name
+
+
+def parse_age(value: object) -> object:
+    """Digits 0-9 only: '42' is an age, '42.0', ' 42', '+42', '4e1' and '４２' are not."""
+    if isinstance(value, str) and not re.fullmatch(r"[0-9]{1,3}", value):
+        raise PydanticCustomError("int_parsing", "Input should be a whole number of years, in digits")
+    return value
+
+
+CONSENT_TRUE = frozenset({"on", "true", "yes", "1"})
+CONSENT_FALSE = frozenset({"off", "false", "no", "0", ""})
+
+
+def parse_consent(value: object) -> object:
+    if isinstance(value, str):
+        if value.lower() in CONSENT_TRUE:
+            return True
+        if value.lower() in CONSENT_FALSE:
+            return False
+        raise PydanticCustomError("bool_parsing", "Consent should be true or false")
+    return value
+
+
+FirstName = Annotated[str, AfterValidator(clean_first_name), Form(
+    description="2-64 characters after trimming: letters, marks, spaces, hyphens, apostrophes.",
+    examples=["Eileen"])]
+TrueAge = Annotated[int, BeforeValidator(parse_age), Form(
+    ge=0, le=120, description="Whole years, digits only.", examples=[42])]
+Consent = Annotated[bool, BeforeValidator(parse_consent), Form(
+    description="Must be true (`true`, `on`, `yes` or `1`) for anything to be stored.", examples=[True])]
+
+
+def clean_filename(name: str | None) -> str:
+    """The client's file name, for display only: last path part, printable, at most 255 characters."""
+    name = unicodedata.normalize("NFC", name or "")
+    name = re.split(r"[/\\]", name)[-1]
+    name = "".join(c for c in name if unicodedata.category(c)[0] not in "CZ" or c == " ").strip()
+    if len(name) > 255:
+        stem, dot, ext = name.rpartition(".")
+        name = stem[: 255 - len(ext) - 1] + dot + ext if dot and len(ext) <= 16 else name[:255]
+    return name or "photo"
+
+
+# --- the photo ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Assessed:
+    face: FaceAge  # the largest face, in pixels of the stored photo
+    jpeg: bytes
+    width: int
+    height: int
+    model_version: str
+
+
+def assess(predictor: Predictor, data: bytes) -> Assessed | None:
+    """Decode, predict, keep the largest face and re-encode the photo; None when there is no face.
+
+    The stored photo is the decoded one (upright, possibly reduced for large photos), so the box is
+    given in its pixels."""
+    image: LoadedImage = predictor.decode(data)
+    prediction = predictor.predict(image)
+    if not prediction.faces:
+        return None
+    largest = max(prediction.faces, key=lambda f: f.face.box.area)
+    face = FaceAge(largest.face.scaled(image.scale), largest.age, largest.age_interval, largest.age_spread)
+    height, width = image.rgb.shape[:2]
+    return Assessed(face, reencode_jpeg(image), width, height, prediction.model_version)
+
+
+# --- routes -------------------------------------------------------------------------------------
+
+
+@router.post("", status_code=201, summary="Store a photo with its owner's age",
+             responses=problem_responses(400, 413, 415, 422, 503))
+async def create_submission(image: ImageFile, first_name: FirstName, true_age: TrueAge, settings: SettingsDep,
+                            predictor: PredictorDep, slots: SlotsDep, session: SessionDep,
+                            consent: Consent = False) -> SubmissionCreated:
+    """Predicts the age of the largest face (here, never taken from the client) and stores the photo
+    re-encoded as JPEG, without EXIF or anything appended. Answers 201 once the row is committed,
+    with a `deletion_token` shown only this once. Nothing is stored without consent (422
+    `consent_required`) or without a face (422 `no_face_detected`)."""
+    if not consent:
+        raise ConsentRequired()
+    data = await read_upload(image, settings)
+    assessed = await slots.run(assess, predictor, data)
+    if assessed is None:
+        raise NoFaceDetected()
+    token = secrets.token_urlsafe(32)
+    box = assessed.face.face.box
+    row = Submission(
+        first_name=first_name, true_age=true_age, predicted_age=assessed.face.age,
+        face_x=box.x, face_y=box.y, face_width=box.width, face_height=box.height,
+        model_version=assessed.model_version, img_filename=clean_filename(image.filename),
+        img_content_type="image/jpeg", img_data=assessed.jpeg, img_width=assessed.width,
+        img_height=assessed.height, deletion_token_hash=hash_token(token),
+    )
+    session.add(row)
+    await session.commit()
+    return SubmissionCreated(
+        id=row.id, first_name=row.first_name, true_age=row.true_age, predicted_age=row.predicted_age,
+        error=row.predicted_age - row.true_age, face=PredictedFace.of_age(assessed.face),
+        image=ImageSize(width=row.img_width, height=row.img_height), model_version=row.model_version,
+        created_at=row.created_at, deletion_token=token,
+    )
+
+
+@router.get("", dependencies=[AdminDep], summary="List submissions (admin)",
+            responses=problem_responses(401, 403, 422))
+async def list_submissions(session: SessionDep, limit: Annotated[int, Query(ge=1, le=100)] = 20,
+                           offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> SubmissionPage:
+    """Newest first, without the photos' bytes (each item's `image.url` serves its photo)."""
+    total = (await session.exec(select(func.count()).select_from(Submission))).one()
+    rows = await session.exec(
+        select(Submission).options(defer(Submission.img_data))  # type: ignore[arg-type]
+        .order_by(col(Submission.created_at).desc(), col(Submission.id).desc())
+        .offset(offset).limit(limit)
+    )
+    return SubmissionPage(items=[SubmissionRead.of(r) for r in rows], total=total, limit=limit, offset=offset)
+
+
+async def _get(session: SessionDep, submission_id: uuid.UUID) -> Submission:
+    row = await session.get(Submission, submission_id, options=[defer(Submission.img_data)])  # type: ignore[arg-type]
+    if row is None:
+        raise NotFound("No such submission.")
+    return row
+
+
+@router.get("/{submission_id}", dependencies=[AdminDep], summary="Read one submission (admin)",
+            responses=problem_responses(401, 403, 404, 422))
+async def read_submission(submission_id: uuid.UUID, session: SessionDep) -> SubmissionRead:
+    return SubmissionRead.of(await _get(session, submission_id))
+
+
+@router.get("/{submission_id}/image", dependencies=[AdminDep], summary="The stored photo (admin)",
+            response_class=Response,
+            responses={200: {"content": {"image/jpeg": {}}, "description": "The re-encoded JPEG."},
+                       **problem_responses(401, 403, 404, 422)})
+async def read_submission_image(submission_id: uuid.UUID, session: SessionDep) -> Response:
+    found = (await session.exec(
+        select(Submission.img_data, Submission.img_content_type).where(Submission.id == submission_id)
+    )).first()
+    if found is None:
+        raise NotFound("No such submission.")
+    data, content_type = found
+    return Response(data, media_type=content_type, headers={
+        "Cache-Control": "private, no-store",
+        "Content-Disposition": f'inline; filename="{submission_id}.jpg"',
+        "X-Content-Type-Options": "nosniff",
+    })
+
+
+@router.delete("/{submission_id}", status_code=204, response_class=Response,
+               summary="Withdraw a submission (its owner, or admin)",
+               responses=problem_responses(401, 403, 404, 422))
+async def delete_submission(
+    submission_id: uuid.UUID, session: SessionDep, settings: SettingsDep, credentials: BearerDep,
+    x_deletion_token: Annotated[str | None, Header(description="The token returned when it was stored.")] = None,
+) -> Response:
+    """With `X-Deletion-Token` the submitter withdraws their own submission; without it, the admin
+    token is needed. 204, then 404 for good."""
+    if x_deletion_token is None:
+        check_admin(settings, credentials)
+    row = await _get(session, submission_id)
+    if x_deletion_token is not None and not secrets.compare_digest(
+            hash_token(x_deletion_token), row.deletion_token_hash):
+        raise InvalidDeletionToken()
+    await session.delete(row)
+    await session.commit()
+    return Response(status_code=204)

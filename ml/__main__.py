@@ -1,0 +1,158 @@
+"""Command line: `python -m ml predict|evaluate|split ...`; `python -m ml -h` for help."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ml.predictor import DEFAULT_AGE_WEIGHTS
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ml.images import ImageError
+    from ml.predictor import Predictor
+
+    status = 0
+    with Predictor.load(args.weights) as predictor:
+        for photo in args.photos:
+            try:
+                result = predictor.predict(Path(photo).read_bytes())
+            except (ImageError, OSError) as e:
+                status = 1
+                if args.json:
+                    print(json.dumps({"file": photo, "error": getattr(e, "code", "unreadable"), "detail": str(e)}))
+                else:
+                    print(f"{photo}: {e}", file=sys.stderr)
+                continue
+            faces = [
+                {
+                    "box": {k: round(getattr(f.face.box, k)) for k in ("x", "y", "width", "height")},
+                    "score": round(f.face.score, 3),
+                    "age": round(f.age, 1),
+                    "age_interval": [round(f.age_interval[0], 1), round(f.age_interval[1], 1)],
+                }
+                for f in result.faces
+            ]
+            if args.json:
+                print(json.dumps({"file": photo, "width": result.width, "height": result.height,
+                                  "model_version": result.model_version, "faces": faces}))
+            elif not faces:
+                print(f"{photo}: no face found")
+            else:
+                for i, f in enumerate(faces, 1):
+                    b = f["box"]
+                    lo, hi = f["age_interval"]
+                    print(f"{photo}: face {i} at {b['x']},{b['y']} {b['width']}x{b['height']}: "
+                          f"age {f['age']:.0f} (80% interval {lo:.0f}-{hi:.0f})")
+    return status
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ml.evaluate import run
+
+    run(args.folders, args.weights or [DEFAULT_AGE_WEIGHTS], split=args.split, workers=args.workers,
+        coverage=args.coverage, json_out=args.json)
+    return 0
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    from ml.data import SPLIT_FILE, load_split, scan
+
+    samples, skipped = scan(args.folders)
+    split = load_split(samples, args.folders, split_file=args.out if args.out.exists() else None)
+    split.write(args.out)
+    print(f"{args.out}: {split.counts()} ({skipped} files skipped for their names)")
+    if args.out != SPLIT_FILE:
+        print(f"(the default split file is {SPLIT_FILE})")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ml.train import TrainConfig, train
+
+    cfg = TrainConfig.for_arch(
+        args.arch, data=[str(d) for d in args.data], out=str(args.out or Path("runs") / args.arch),
+        epochs=args.epochs, batch=args.batch, lr=args.lr, weight_decay=args.weight_decay, sigma=args.sigma,
+        init=args.init, input_size=args.input_size, ema=args.ema, seed=args.seed, device=args.device,
+        split_file=args.split_file, sigma_slope=args.sigma_slope, aux=args.aux, mixup=args.mixup,
+        extra_blocks=args.extra_blocks,
+        workers=args.workers, cache=args.cache, version=args.version)
+    train(cfg, resume=args.resume)
+    return 0
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from ml.ensemble import build
+
+    build(args.members, args.data, args.version, args.out, half=not args.float32)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ml", description="whatsmyage: faces and ages from photos")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("predict", help="faces and ages in photos")
+    p.add_argument("photos", nargs="+")
+    p.add_argument("--json", action="store_true", help="one JSON object per photo")
+    p.add_argument("--weights", type=Path, default=None, help="age model (.safetensors)")
+    p.set_defaults(func=cmd_predict)
+
+    from ml.data import SPLIT_FILE
+
+    e = sub.add_parser("evaluate", help="MAE of age models on UTKFace-style folders (the whole pipeline)")
+    e.add_argument("folders", nargs="+", type=Path)
+    e.add_argument("--weights", type=Path, action="append", help="age model; repeat to compare side by side")
+    e.add_argument("--split", choices=["train", "val", "test", "all"], default="all",
+                   help="only the images of this side of the recorded split (default: every image)")
+    e.add_argument("--workers", type=int, default=2)
+    e.add_argument("--coverage", type=float, default=0.8, help="of the age interval")
+    e.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    e.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("split", help="write (or extend) the train/val/test split of UTKFace-style folders")
+    s.add_argument("folders", nargs="+", type=Path)
+    s.add_argument("--out", type=Path, default=SPLIT_FILE)
+    s.set_defaults(func=cmd_split)
+
+    t = sub.add_parser("train", help="fine-tune the ResNet-10 or train the VGG regressor")
+    t.add_argument("--arch", choices=["resnet10", "vgg"], default="resnet10")
+    t.add_argument("--data", type=Path, action="append", required=True, help="UTKFace-style folder; repeatable")
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--out", type=Path, default=None, help="run folder (default runs/ARCH)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    t.add_argument("--batch", type=int, default=None)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--weight-decay", type=float, default=None)
+    t.add_argument("--sigma", type=float, default=None, help="resnet10: label distribution width, years")
+    t.add_argument("--sigma-slope", type=float, default=None, help="resnet10: label width grows per year of age")
+    t.add_argument("--aux", type=float, default=None, help="resnet10: weight of auxiliary gender/race heads")
+    t.add_argument("--mixup", type=float, default=None, help="mixup Beta parameter (default off)")
+    t.add_argument("--extra-blocks", type=int, default=None, help="resnet10: identity-initialised blocks to add")
+    t.add_argument("--init", default=None, help="resnet10: starting weights, or 'none' (default: the imported ones)")
+    t.add_argument("--input-size", type=int, default=None, help="vgg: input side in pixels")
+    t.add_argument("--ema", type=float, default=None, help="weight EMA decay, e.g. 0.999 (default off)")
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--device", default=None, help="auto (default: cuda when present), cpu or cuda")
+    t.add_argument("--workers", type=int, default=None, help="processes for chip extraction")
+    t.add_argument("--split-file", default=None, help="recorded split (default ml/splits/utkface.csv)")
+    t.add_argument("--cache", default=None, help="chip cache folder (default data/chips)")
+    t.add_argument("--version", default=None, help="version string of the weights")
+    t.set_defaults(func=cmd_train)
+
+    en = sub.add_parser("ensemble", help="combine trained networks into one served model, calibrated on validation")
+    en.add_argument("members", nargs="+", type=Path, help="model.safetensors of training runs")
+    en.add_argument("--data", type=Path, action="append", required=True, help="folders holding the validation split")
+    en.add_argument("--version", required=True)
+    en.add_argument("--out", type=Path, required=True)
+    en.add_argument("--float32", action="store_true", help="store float32 weights (default float16)")
+    en.set_defaults(func=cmd_ensemble)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Accuracy of age models on a labelled folder: MAE in years overall, by age band, by gender and
+race group, the age interval's coverage, and the share of images where no face was found."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ml.agemodel import AgeModel, load_age_model
+from ml.chips import ChipSet, extract
+from ml.data import GENDERS, RACES, band_names, band_of, load_split, scan
+
+
+@dataclass
+class Metrics:
+    n: int
+    mae: float
+    by_band: dict[str, tuple[int, float]]
+    by_gender: dict[str, tuple[int, float]]
+    by_race: dict[str, tuple[int, float]]
+    coverage: float  # share of true ages inside the predicted interval
+    mean_width: float  # mean interval width, years
+    missed: int = 0  # images with no face found
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def missed_share(self) -> float:
+        return self.missed / max(1, self.n + self.missed)
+
+
+def _groups(keys: np.ndarray, errors: np.ndarray, names: dict) -> dict[str, tuple[int, float]]:
+    out = {}
+    for k, label in names.items():
+        sel = keys == k
+        if sel.any():
+            out[label] = (int(sel.sum()), float(errors[sel].mean()))
+    return out
+
+
+def metrics(pred: np.ndarray, low: np.ndarray, high: np.ndarray, chips: ChipSet) -> Metrics:
+    ages = chips.ages.astype(np.float64)
+    err = np.abs(pred - ages)
+    bands = np.array([band_of(a) for a in ages])
+    return Metrics(
+        n=len(ages),
+        mae=float(err.mean()) if len(err) else float("nan"),
+        by_band=_groups(bands, err, {b: b for b in band_names()}),
+        by_gender=_groups(chips.genders, err, GENDERS),
+        by_race=_groups(chips.races, err, RACES),
+        coverage=float(((ages >= low) & (ages <= high)).mean()) if len(ages) else float("nan"),
+        mean_width=float((high - low).mean()) if len(ages) else float("nan"),
+        missed=len(chips.missed),
+    )
+
+
+def evaluate_model(model: AgeModel, chips: ChipSet, coverage: float = 0.8, batch: int = 512) -> Metrics:
+    """Metrics of `model` on 64 px chips (the centre is taken if they are bigger)."""
+    faces = chips.centre(64)
+    pred, low, high = [], [], []
+    for i in range(0, len(faces), batch):
+        for d in model.estimate(faces[i : i + batch], coverage):
+            pred.append(d.age)
+            low.append(d.low)
+            high.append(d.high)
+    return metrics(np.array(pred), np.array(low), np.array(high), chips)
+
+
+def format_table(results: dict[str, Metrics]) -> str:
+    names = list(results)
+    first = next(iter(results.values()))
+    rows: list[tuple[str, list[str]]] = [
+        ("faces evaluated", [str(m.n) for m in results.values()]),
+        ("no face found", [f"{m.missed} ({m.missed_share:.1%})" for m in results.values()]),
+        ("MAE, years", [f"{m.mae:.2f}" for m in results.values()]),
+    ]
+    for title, attr in (("age", "by_band"), ("gender", "by_gender"), ("race", "by_race")):
+        for key in getattr(first, attr):
+            cells = []
+            for m in results.values():
+                n, mae = getattr(m, attr).get(key, (0, float("nan")))
+                cells.append(f"{mae:.2f} (n={n})")
+            rows.append((f"  {title} {key}", cells))
+    rows.append(("80% interval covers", [f"{m.coverage:.1%}" for m in results.values()]))
+    rows.append(("mean interval width", [f"{m.mean_width:.1f}" for m in results.values()]))
+    for key in first.extra:
+        rows.append((key, [f"{m.extra.get(key, float('nan')):.1f}" for m in results.values()]))
+    w0 = max(len(r[0]) for r in rows)
+    widths = [max(len(n), *(len(r[1][i]) for r in rows)) for i, n in enumerate(names)]
+    lines = [" " * w0 + "  " + "  ".join(n.rjust(w) for n, w in zip(names, widths, strict=True))]
+    for label, cells in rows:
+        lines.append(label.ljust(w0) + "  " + "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)))
+    return "\n".join(lines)
+
+
+def run(folders: list[Path], weights: list[Path], split: str = "val", workers: int = 2,
+        coverage: float = 0.8, json_out: Path | None = None) -> dict[str, Metrics]:
+    samples, skipped = scan(folders)
+    if split != "all":
+        samples = load_split(samples, folders).of(samples, split)
+    print(f"{len(samples)} images ({split} split), {skipped} files skipped for their names")
+    t = time.perf_counter()
+    chips = extract(samples, workers=workers, desc="detect + align")
+    pipeline_s = time.perf_counter() - t
+    results = {}
+    for w in weights:
+        model = load_age_model(w)
+        t = time.perf_counter()
+        m = evaluate_model(model, chips, coverage)
+        model_s = time.perf_counter() - t
+        m.extra["images per second"] = len(samples) / (pipeline_s + model_s)
+        results[model.version] = m
+    print(format_table(results))
+    if json_out:
+        json_out.write_text(json.dumps({k: asdict(v) for k, v in results.items()}, indent=2))
+    return results

@@ -1,0 +1,340 @@
+"""Training: fine-tune the ResNet-10 or train the VGG regressor on UTKFace-style folders.
+
+    python -m ml train --arch resnet10 --data ../shared/data/utkface/images --epochs 12 --out runs/r10
+
+A run folder holds `config.json`, `metrics.csv` (one row per epoch), `last.pt` (to resume with
+`--resume`), `model.safetensors` (the best epoch by validation MAE, calibrated: see below) and
+plots: `learning_curve.png`, `predicted_vs_true.png`, `mae_by_band.png`.
+
+Chips come from `ml.chips` (the serving pipeline, cached on disk); images without a detected face
+are left out. After the last epoch the best weights are calibrated on the validation split (see
+`calibrate`). `python -m ml ensemble` combines several runs into one served model.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ml.agemodel import AgeModel, load_age_model, save_age_model
+from ml.agenet import AgeNet
+from ml.augment import Augmentation, augment
+from ml.chips import MARGIN, ChipSet, cached_training_chips
+from ml.data import SPLIT_FILE, band_names, band_of, load_split, scan
+from ml.evaluate import evaluate_model
+from ml.vgg import VGGRegressor
+
+IMPORTED = Path(__file__).parent / "weights" / "cydral-resnet10-v1.safetensors"
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "resnet10"
+    data: list[str] = field(default_factory=list)
+    out: str = "runs/run"
+    epochs: int = 12
+    batch: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.5  # epochs of linear warm-up (resnet10)
+    classes: int = 117  # resnet10 head: ages 0..116
+    sigma: float = 2.5  # years, of the Gaussian label distribution (resnet10)
+    init: str = str(IMPORTED)  # resnet10 start; "none" trains from scratch
+    input_size: int = 64  # vgg
+    ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = off
+    sigma_slope: float = 0.0  # resnet10: the label width grows by this many years per year of age
+    aux: float = 0.0  # resnet10: weight of auxiliary gender and race heads (training only)
+    mixup: float = 0.0  # Beta(a, a) parameter of mixup; 0 = off
+    extra_blocks: int = 0  # resnet10: identity-initialised 256-channel blocks added after the imported ones
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 2  # chip extraction processes
+    split_file: str = str(SPLIT_FILE)  # the recorded split; files it does not list are assigned by hash
+    cache: str = "data/chips"
+    version: str = ""
+    augmentation: dict = field(default_factory=lambda: asdict(Augmentation()))
+
+    @classmethod
+    def for_arch(cls, arch: str, **kw: object) -> TrainConfig:
+        """Defaults per architecture: the VGG keeps the first design's MSE, Adam 1e-4, batch 12."""
+        base = cls(arch=arch) if arch == "resnet10" else cls(arch=arch, batch=12, lr=1e-4, weight_decay=0.0)
+        for k, v in kw.items():
+            if v is not None:
+                setattr(base, k, v)
+        return base
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build(cfg: TrainConfig) -> torch.nn.Module:
+    if cfg.arch == "vgg":
+        return VGGRegressor(cfg.input_size)
+    if cfg.init and cfg.init != "none":
+        net = load_age_model(Path(cfg.init), fold=False).net
+    else:
+        net = AgeNet(num_classes=81)
+    assert isinstance(net, AgeNet)
+    return net.widen(cfg.classes).deepen(cfg.extra_blocks)
+
+
+def label_distribution(ages: torch.Tensor, class_ages: torch.Tensor, sigma: float, slope: float = 0.0) -> torch.Tensor:
+    width = sigma + slope * ages[:, None].float()
+    d = torch.exp(-0.5 * ((class_ages[None, :] - ages[:, None].float()) / width) ** 2)
+    return d / d.sum(dim=1, keepdim=True)
+
+
+def targets(cfg: TrainConfig, net: torch.nn.Module, ages: torch.Tensor, genders: torch.Tensor,
+            races: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What each output is trained towards; soft (one row per sample) so that mixup can blend them."""
+    if cfg.arch == "vgg":
+        return {"age": ages.float()}
+    t = {"age": label_distribution(ages, net.ages, cfg.sigma, cfg.sigma_slope)}
+    if cfg.aux:
+        t["gender"] = F.one_hot(genders.clamp(min=0), 2).float() * (genders >= 0).float()[:, None]
+        t["race"] = F.one_hot(races.clamp(min=0), 5).float() * (races >= 0).float()[:, None]
+    return t
+
+
+def soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def loss_of(cfg: TrainConfig, net: torch.nn.Module, aux_head: torch.nn.Module | None, x: torch.Tensor,
+            t: dict[str, torch.Tensor]) -> torch.Tensor:
+    if cfg.arch == "vgg":
+        return F.mse_loss(net(x), t["age"])
+    feats = net.features(x)
+    loss = soft_ce(net.head(feats), t["age"])
+    if aux_head is not None:
+        extra = aux_head(feats)
+        loss = loss + cfg.aux * (soft_ce(extra[:, :2], t["gender"]) + soft_ce(extra[:, 2:], t["race"]))
+    return loss
+
+
+def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    if cfg.arch == "vgg":
+        return cfg.lr  # the first design: a constant rate
+    warm = max(1, int(cfg.warmup * steps_per_epoch))
+    total = cfg.epochs * steps_per_epoch
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+
+def serving_model(cfg: TrainConfig, net: torch.nn.Module, version: str) -> AgeModel:
+    return AgeModel(nets=[net], version=version, arch=cfg.arch)
+
+
+
+def fit_temperature(model: AgeModel, chips: np.ndarray, ages: np.ndarray, coverage: float = 0.8) -> float:
+    """Bisection on the temperature for which the central interval covers `coverage` of `ages`."""
+    lo, hi = 0.3, 5.0
+    for _ in range(20):
+        model.temperature = mid = math.sqrt(lo * hi)
+        est = model.estimate(chips, coverage)
+        covered = np.mean([(e.low <= a <= e.high) for e, a in zip(est, ages, strict=True)])
+        lo, hi = (mid, hi) if covered < coverage else (lo, mid)
+    return math.sqrt(lo * hi)
+
+
+POINT_TEMPERATURES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def calibrate(model: AgeModel, val: ChipSet) -> dict[str, float]:
+    """On the validation split: mirror averaging if it lowers MAE; for resnet10 the temperature of
+    the point estimate with the lowest MAE, then the interval's temperature for 80% coverage; for a
+    regressor, its residual percentiles."""
+    faces = val.centre(64)
+    ages = val.ages.astype(np.float64)
+    model.mirror = False
+    plain = evaluate_model(model, val).mae
+    model.mirror = True
+    mirrored = evaluate_model(model, val).mae
+    model.mirror = mirrored < plain
+    if model.arch == "resnet10":
+        probs = {t: model.probabilities(faces, t).double().cpu() for t in POINT_TEMPERATURES}
+        ages_of_classes = model.net.ages.double().cpu()
+        mae = {t: float(np.abs((p @ ages_of_classes).numpy() - ages).mean()) for t, p in probs.items()}
+        model.point_temperature = min(mae, key=mae.get)
+        model.temperature = fit_temperature(model, faces, ages)
+    else:
+        pred = np.array([e.age for e in model.estimate(faces)])
+        res = ages - pred
+        model.residuals = (float(np.percentile(res, 10)), float(np.percentile(res, 90)), float(res.std()))
+    return {"val_mae_plain": plain, "val_mae_mirrored": mirrored, "mirror": float(model.mirror),
+            "temperature": model.temperature, "point_temperature": model.point_temperature or 1.0}
+
+
+def plots(run: Path, history: list[dict], model: AgeModel, val: ChipSet) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="training loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss")
+    ax2 = ax.twinx()
+    ax2.plot(epochs, [h["val_mae"] for h in history], "s-", color="tab:red", label="validation MAE")
+    ax2.set_ylabel("validation MAE (years)")
+    fig.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(run / "learning_curve.png", dpi=100)
+    plt.close(fig)
+
+    pred = np.array([e.age for e in model.estimate(val.centre(64))])
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(val.ages, pred, s=3, alpha=0.4)
+    ax.plot([0, 116], [0, 116], "k--", lw=1)
+    ax.set_xlabel("true age")
+    ax.set_ylabel("predicted age")
+    ax.set_title(f"{model.version}: validation")
+    fig.tight_layout()
+    fig.savefig(run / "predicted_vs_true.png", dpi=100)
+    plt.close(fig)
+
+    err = np.abs(pred - val.ages)
+    bands = np.array([band_of(a) for a in val.ages])
+    names = [b for b in band_names() if (bands == b).any()]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.bar(names, [err[bands == b].mean() for b in names])
+    ax.set_xlabel("true age")
+    ax.set_ylabel("MAE (years)")
+    ax.set_title(f"{model.version}: validation MAE by age band")
+    fig.tight_layout()
+    fig.savefig(run / "mae_by_band.png", dpi=100)
+    plt.close(fig)
+
+
+def load_data(cfg: TrainConfig) -> tuple[ChipSet, ChipSet]:
+    folders = [Path(d) for d in cfg.data]
+    samples, skipped = scan(folders)
+    split = load_split(samples, folders, split_file=Path(cfg.split_file) if cfg.split_file else None)
+    train_s, val_s = split.of(samples, "train"), split.of(samples, "val")
+    if not train_s or not val_s:
+        raise SystemExit(f"the split leaves {len(train_s)} training and {len(val_s)} validation images: "
+                         "give more images or a split file")
+    chips = cached_training_chips(train_s + val_s, Path(cfg.cache), cfg.workers)
+    train = chips.subset({s.name for s in train_s})
+    val = chips.subset({s.name for s in val_s})
+    print(f"{len(samples)} images ({skipped} skipped for their names): train {len(train)} faces "
+          f"({len(train.missed)} without a detected face, left out), validation {len(val)} "
+          f"({len(val.missed)} without a face)")
+    return train, val
+
+
+def train(cfg: TrainConfig, resume: bool = False, data: tuple[ChipSet, ChipSet] | None = None) -> AgeModel:
+    run = Path(cfg.out)
+    run.mkdir(parents=True, exist_ok=True)
+    version = cfg.version or f"{cfg.arch}-{run.name}"
+    (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    device = pick_device(cfg.device)
+    train_set, val = data or load_data(cfg)
+
+    net = build(cfg).to(device)
+    aux_head = torch.nn.Linear(256, 7).to(device) if cfg.aux and cfg.arch == "resnet10" else None
+    params = list(net.parameters()) + (list(aux_head.parameters()) if aux_head is not None else [])
+    opt_cls = torch.optim.AdamW if cfg.arch == "resnet10" else torch.optim.Adam
+    opt = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = torch.optim.swa_utils.AveragedModel(
+        net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    aug = Augmentation(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.augmentation.items()})
+    chips = torch.from_numpy(train_set.chips).to(device)
+    ages = torch.from_numpy(train_set.ages).to(device)
+    genders = torch.from_numpy(train_set.genders).to(device)
+    races = torch.from_numpy(train_set.races).to(device)
+    out_size = cfg.input_size if cfg.arch == "vgg" else 64
+    steps = math.ceil(len(chips) / cfg.batch)
+    history: list[dict] = []
+    start, best = 0, float("inf")
+    if resume and (run / "last.pt").exists():
+        state = torch.load(run / "last.pt", map_location=device, weights_only=False)
+        net.load_state_dict(state["net"])
+        if aux_head is not None and state.get("aux"):
+            aux_head.load_state_dict(state["aux"])
+        opt.load_state_dict(state["opt"])
+        if ema is not None and state.get("ema"):
+            ema.load_state_dict(state["ema"])
+        gen.set_state(state["gen"].cpu())
+        start, best, history = state["epoch"], state["best"], state["history"]
+        print(f"resuming after epoch {start} (best validation MAE {best:.3f})")
+
+    for epoch in range(start, cfg.epochs):
+        net.train()
+        order = torch.randperm(len(chips), generator=gen, device=device)
+        total, seen, t0 = 0.0, 0, time.perf_counter()
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        for i in bar:
+            for group in opt.param_groups:
+                group["lr"] = lr_at(cfg, epoch * steps + i, steps)
+            idx = order[i * cfg.batch : (i + 1) * cfg.batch]
+            x = net.preprocess(augment(chips[idx], aug, gen, out=out_size, margin_px=MARGIN))
+            t = targets(cfg, net, ages[idx], genders[idx], races[idx])
+            if cfg.mixup:
+                lam = float(np.random.beta(cfg.mixup, cfg.mixup))
+                perm = torch.randperm(len(idx), generator=gen, device=device)
+                x = lam * x + (1 - lam) * x[perm]
+                t = {k: lam * v + (1 - lam) * v[perm] for k, v in t.items()}
+            loss = loss_of(cfg, net, aux_head, x, t)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if ema is not None:
+                ema.update_parameters(net)
+            total += loss.item() * len(idx)
+            seen += len(idx)
+            bar.set_postfix(loss=f"{total / seen:.3f}")
+        scored = ema.module if ema is not None else net
+        scored.eval()
+        model = serving_model(cfg, scored, version)
+        val_mae = evaluate_model(model, val).mae
+        minutes = (time.perf_counter() - t0) / 60
+        history.append({"epoch": epoch + 1, "train_loss": total / seen, "val_mae": val_mae, "minutes": minutes})
+        print(f"epoch {epoch + 1}: training loss {total / seen:.4f}, validation MAE {val_mae:.3f}, "
+              f"{minutes:.2f} min")
+        if val_mae < best:
+            best = val_mae
+            save_age_model(run / "best.safetensors", model)
+        with (run / "metrics.csv").open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(history[0]))
+            w.writeheader()
+            w.writerows(history)
+        torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "ema": ema.state_dict() if ema else None,
+                    "aux": aux_head.state_dict() if aux_head is not None else None,
+                    "gen": gen.get_state(), "epoch": epoch + 1, "best": best, "history": history}, run / "last.pt")
+
+    model = load_age_model(run / "best.safetensors", fold=False)
+    model.net.to(device)
+    model.version = version
+    calib = calibrate(model, val)
+    save_age_model(run / "model.safetensors", model,
+                   extra={"trained": json.dumps({"data": cfg.data, "epochs": cfg.epochs, "best_val_mae": best})})
+    final = evaluate_model(model, val)
+    summary = {"version": version, "best_val_mae": best, "calibrated_val_mae": final.mae,
+               "val_coverage": final.coverage, **calib,
+               "minutes_per_epoch": float(np.mean([h["minutes"] for h in history])) if history else 0.0,
+               "device": str(device), "val_by_band": final.by_band}
+    (run / "summary.json").write_text(json.dumps(summary, indent=2))
+    plots(run, history, model, val)
+    print(json.dumps(summary, indent=2))
+    return model
