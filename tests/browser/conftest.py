@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import ConsoleMessage, Page
 
+from tests.api import conftest as api_fixtures
 from tests.browser.server import ConsoleErrors, LiveServer, serve
+
+# The API tests' database fixtures, reused: the app under test gets a real, migrated Postgres (an
+# embedded one for the run, or a scratch database on TEST_DATABASE_URL's server).
+postgres_tmp = api_fixtures.postgres_tmp
+database_url = api_fixtures.database_url
+migrated_url = api_fixtures.migrated_url
 
 
 @pytest.fixture(scope="session")
@@ -28,18 +36,21 @@ def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
     }
 
 
-@pytest.fixture(scope="session")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """The app as `make run` serves it, with an embedded Postgres of its own in a temporary folder."""
+# Autouse, so that it is set up before pytest-playwright's `playwright` fixture: Playwright's sync
+# API keeps an event loop running in this thread, and the database fixtures call asyncio.run().
+@pytest.fixture(scope="session", autouse=True)
+def live_server(migrated_url: str) -> Iterator[LiveServer]:
+    """The app served by uvicorn in a subprocess, with the production CSP, on the tests' database."""
     admin_token = secrets.token_urlsafe(24)
-    env = {
-        "ADMIN_TOKEN": admin_token,
-        "DATABASE_URL": "",  # never the developer's or CI's database: rows here are really committed
-        "WMA_DATA_DIR": str(tmp_path_factory.mktemp("ui-data")),
-        "WMA_CORS_ORIGINS": "",
-    }
-    with serve(env) as url:
-        yield LiveServer(url=url, admin_token=admin_token)
+    with tempfile.TemporaryDirectory(prefix="whatsmyage-ui-") as data_dir:
+        env = {
+            "ADMIN_TOKEN": admin_token,
+            "DATABASE_URL": migrated_url,
+            "WMA_DATA_DIR": data_dir,
+            "WMA_CORS_ORIGINS": "",
+        }
+        with serve(env) as url:
+            yield LiveServer(url=url, admin_token=admin_token)
 
 
 @pytest.fixture(scope="session")

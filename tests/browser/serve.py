@@ -1,7 +1,6 @@
 """Serve the app for the browser tests: `python -m tests.browser.serve --port N`.
 
-What `make run` does (migrate, then serve with the settings from the environment), on a port of
-the tests' choosing.
+The app as `make run` serves it (settings from the environment), on a port of the tests' choosing.
 
 The app is wrapped in the Content-Security-Policy that production will send (issue 6), so a page
 that needed an inline script or style, or an outside URL, fails its tests with a console error.
@@ -45,13 +44,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
 
-    from api.__main__ import migrate
     from api.config import Settings
     from api.main import create_app
 
-    # Settings from the environment (ADMIN_TOKEN, WMA_DATA_DIR or DATABASE_URL), as `make run` reads them.
+    # Settings from the environment (ADMIN_TOKEN, DATABASE_URL, ...), as `make run` reads them; the
+    # tests' fixtures have migrated the database already.
     settings = Settings(host="127.0.0.1", port=args.port)
-    migrate(settings)
     uvicorn.run(WithCSP(create_app(settings)), host=settings.host, port=settings.port, log_level="warning")
 
 

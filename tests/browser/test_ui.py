@@ -295,7 +295,7 @@ def test_page_assets_are_served_by_the_app(live_server: LiveServer) -> None:
 def test_camera_photo_is_previewed_and_sent(
     browser_type: BrowserType, browser_type_launch_args: dict, live_server: LiveServer
 ) -> None:
-    # Chromium's fake camera (a moving test pattern, no face) stands in for a webcam.
+    # Chromium's fake camera (a moving test pattern) stands in for a webcam.
     args = [*browser_type_launch_args["args"], "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
     browser = browser_type.launch(**{**browser_type_launch_args, "args": args})
     try:
@@ -318,7 +318,10 @@ def test_camera_photo_is_previewed_and_sent(
         with page.expect_response(lambda r: r.url.endswith("/predict")) as info:
             page.get_by_role("button", name="Estimate my age").click()
         assert info.value.status == 200
-        expect(page.get_by_role("heading", level=1, name="No face found")).to_be_visible()
+        # The test pattern is read as a face in some frames and not in others: either result is fine.
+        title = "Your result" if info.value.json()["faces"] else "No face found"
+        expect(page.get_by_role("heading", level=1, name=title)).to_be_visible()
+        expect(page.locator("[data-result-figure] img")).to_have_attribute("src", re.compile("^blob:"))
         assert errors == []
     finally:
         browser.close()
