@@ -45,7 +45,15 @@ fmt: install ## ruff format and fix
 bench: install ## benchmarks: predictor latency and memory
 	$(PY) bench/predictor.py
 
+DATA ?= ../shared/data/utkface/images
+train: install ## fine-tune the age network on DATA (a UTKFace-style folder) into runs/resnet10
+	$(PY) -m ml train --data $(DATA) --epochs 12 --weight-decay 0.05 --ema 0.998 --out runs/resnet10
+
+evaluate: install ## MAE of the imported and the shipped model on DATA's validation split
+	$(PY) -m ml evaluate $(DATA) --split val --weights ml/weights/cydral-resnet10-v1.safetensors \
+		--weights ml/weights/resnet10x3-utkface-v2.safetensors
+
 bench-http: install ## HTTP load on loopback against a served app (starts and stops it itself)
 	$(PY) bench/http.py
 
-.PHONY: help install run migrate test lint fmt bench bench-http
+.PHONY: help install run migrate test lint fmt bench bench-http train evaluate

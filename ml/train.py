@@ -35,6 +35,12 @@ from ml.evaluate import evaluate_model
 from ml.vgg import VGGRegressor
 
 IMPORTED = Path(__file__).parent / "weights" / "cydral-resnet10-v1.safetensors"
+AUGMENTATIONS = {
+    "none": asdict(Augmentation.none()),
+    "default": asdict(Augmentation()),
+    "strong": asdict(Augmentation(scale=(0.85, 1.15), rotate=10.0, shift=4.0, contrast=(0.7, 1.3), brightness=25.0,
+                                  grayscale=0.15)),
+}
 
 
 @dataclass
