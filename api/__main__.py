@@ -1,10 +1,12 @@
-"""Command line: `python -m api serve [--host H] [--port P]`, `python -m api migrate`."""
+"""Command line: `python -m api serve [--host H] [--port P]`, `python -m api migrate`,
+`python -m api export-submissions --out DIR`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 from api.config import Settings
 
@@ -18,6 +20,31 @@ def migrate(settings: Settings) -> None:
         db.migrate(database.url)
     finally:
         database.stop()
+
+
+def export(settings: Settings, out: Path) -> None:
+    """Write consented submissions as a UTKFace-style folder (see api/export.py)."""
+    import asyncio
+
+    from sqlmodel.ext.asyncio.session import AsyncSession
+
+    from api import db
+    from api.export import export_submissions
+
+    async def run(url: str) -> tuple[int, int]:
+        engine = db.create_engine(url)
+        try:
+            async with AsyncSession(engine) as session:
+                return await export_submissions(session, out)
+        finally:
+            await engine.dispose()
+
+    database = db.start_database(settings)
+    try:
+        kept, removed = asyncio.run(run(database.url))
+    finally:
+        database.stop()
+    print(f"{out}: {kept} submissions, {removed} files of deleted submissions removed")
 
 
 def serve(settings: Settings) -> None:
@@ -36,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     serve_cmd.add_argument("--host", help="address to listen on (default: WMA_HOST or 127.0.0.1)")
     serve_cmd.add_argument("--port", type=int, help="port (default: WMA_PORT or 8000)")
     commands.add_parser("migrate", help="apply database migrations")
+    export_cmd = commands.add_parser("export-submissions", help="write stored submissions as a UTKFace-style folder")
+    export_cmd.add_argument("--out", type=Path, required=True, help="folder to write (and keep in step)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
@@ -45,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = Settings(**overrides)
     if args.command == "migrate":
         migrate(settings)
+    elif args.command == "export-submissions":
+        export(settings, args.out)
     else:
         serve(settings)
 

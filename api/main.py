@@ -44,7 +44,7 @@ def load_predictor(settings: Settings) -> Predictor:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.concurrency_slots))
     ml_settings = PredictorSettings(max_faces=settings.max_faces, max_pixels=settings.max_image_pixels,
                                     parallel=settings.concurrency_slots)
-    return Predictor.load(settings=ml_settings)
+    return Predictor.load(settings.age_weights, settings=ml_settings)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -133,7 +133,7 @@ _KEYPOINTS = [{"x": 214.9, "y": 121.3}, {"x": 263.8, "y": 118.7}, {"x": 240.6, "
               {"x": 241.2, "y": 170.4}, {"x": 189.9, "y": 130.2}, {"x": 293.5, "y": 124.6}]
 _FACE = {"box": _BOX, "score": 0.93, "keypoints": _KEYPOINTS}
 _AGED_FACE = {**_FACE, "age": 41.7, "age_interval": [33.9, 50.2]}
-_VERSION = "cydral-resnet10-v1"
+_VERSION = "resnet10x3-utkface-v2"
 
 
 class DetectResponse(BaseModel):

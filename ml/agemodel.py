@@ -115,7 +115,7 @@ class AgeModel:
         out = sum(outputs) / len(outputs)
         out = (out[:n] + out[n:]) / 2 if self.mirror else out
         lo, hi, sd = self.residuals
-        return [AgeDistribution(a, max(0.0, a + lo), a + hi, sd) for a in out.double().tolist()]
+        return [AgeDistribution(a, max(0.0, min(a, a + lo)), max(a, a + hi), sd) for a in out.double().tolist()]
 
 
 def _net_meta(net: nn.Module) -> dict[str, int]:

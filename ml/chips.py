@@ -25,7 +25,7 @@ from ml.data import Sample
 TRAIN_CHIP = 80
 TRAIN_PADDING = 0.375
 MARGIN = (TRAIN_CHIP - 64) // 2
-PIPELINE_TAG = "mp-full-tiles+dlib5-v1"  # change when detection or alignment changes
+PIPELINE_TAG = "mp-short-full-tiles+dlib5-v2"  # change when detection or alignment changes
 
 
 @dataclass
@@ -35,8 +35,8 @@ class ChipSet:
     names: np.ndarray  # str
     chips: np.ndarray  # N x size x size x 3 uint8
     ages: np.ndarray  # int
-    genders: np.ndarray  # int
-    races: np.ndarray  # int, -1 when unknown
+    genders: np.ndarray  # int, -1 when not known
+    races: np.ndarray  # int, -1 when not known
     missed: list[str]  # names of images where no face was found
 
     def __len__(self) -> int:
@@ -94,14 +94,18 @@ def extract(samples: list[Sample], size: int = 64, padding: float = 0.2, workers
             results = list(tqdm(pool.imap(_chip_one, jobs, chunksize=16), total=len(jobs), desc=desc))
     else:
         _init_worker()
-        results = [_chip_one(j) for j in tqdm(jobs, desc=desc)]
+        try:
+            results = [_chip_one(j) for j in tqdm(jobs, desc=desc)]
+        finally:
+            _worker.pop("detector").close()  # type: ignore[attr-defined]
+            _worker.clear()
     found = [i for i, r in enumerate(results) if r is not None]
     chips = np.stack([results[i] for i in found]) if found else np.zeros((0, size, size, 3), np.uint8)
     return ChipSet(
         names=np.array([samples[i].name for i in found], dtype=object),
         chips=chips,
         ages=np.array([samples[i].age for i in found], dtype=np.int64),
-        genders=np.array([samples[i].gender for i in found], dtype=np.int64),
+        genders=np.array([-1 if samples[i].gender is None else samples[i].gender for i in found], dtype=np.int64),
         races=np.array([-1 if samples[i].race is None else samples[i].race for i in found], dtype=np.int64),
         missed=[s.name for s, r in zip(samples, results, strict=True) if r is None],
     )

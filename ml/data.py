@@ -1,8 +1,9 @@
 """UTKFace-style folders and the train / validation / test split.
 
 File names are `AGE_GENDER_RACE_DATE*.jpg` (gender 0 male, 1 female; race 0 White, 1 Black,
-2 Asian, 3 Indian, 4 Other; race is missing in a few originals). Any number of folders can be
-mixed, e.g. the shared UTKFace set and submissions exported from the service.
+2 Asian, 3 Indian, 4 Other; race is missing in a few originals; `x` marks a field that is not
+known, as in submissions exported from the service, which ask for neither). Any number of folders
+can be mixed, e.g. the shared UTKFace set and exported submissions.
 
 The split is decided per group of byte-identical images, by a hash of the group's key and a seed,
 so it does not depend on which other files are present: a file lands on the same side whatever
@@ -18,7 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-NAME = re.compile(r"^(\d{1,3})_([01])_(?:([0-4])_)?(\d+)\S*\.(?:jpe?g|png|webp)$", re.IGNORECASE)
+NAME = re.compile(r"^(\d{1,3})_([01x])_(?:([0-4x])_)?(\d+)\S*\.(?:jpe?g|png|webp)$", re.IGNORECASE)
 SPLITS = ("train", "val", "test")
 DEFAULT_SEED = 20261126
 # Shares of the groups; "test" is measured once at the end, never tuned on.
@@ -30,20 +31,24 @@ SPLIT_FILE = Path(__file__).parent / "splits" / "utkface.csv"
 class Sample:
     path: Path
     age: int
-    gender: int
-    race: int | None  # None when the name has no race field
+    gender: int | None  # None when not known
+    race: int | None  # None when not known
 
     @property
     def name(self) -> str:
         return self.path.name
 
 
-def parse_name(name: str) -> tuple[int, int, int | None] | None:
+def parse_name(name: str) -> tuple[int, int | None, int | None] | None:
     """(age, gender, race) from a UTKFace file name, or None if the name does not follow it."""
     m = NAME.match(name)
     if not m or int(m.group(1)) > 120:
         return None
-    return int(m.group(1)), int(m.group(2)), (int(m.group(3)) if m.group(3) is not None else None)
+
+    def field(value: str | None) -> int | None:
+        return int(value) if value is not None and value.isdigit() else None
+
+    return int(m.group(1)), field(m.group(2)), field(m.group(3))
 
 
 def scan(folders: list[Path]) -> tuple[list[Sample], int]:

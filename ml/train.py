@@ -26,15 +26,21 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ml.agemodel import AgeModel, load_age_model, save_age_model
+from ml.agemodel import AgeModel, load_age_model, save_age_model, summarise
 from ml.agenet import AgeNet
 from ml.augment import Augmentation, augment
 from ml.chips import MARGIN, ChipSet, cached_training_chips
-from ml.data import band_names, band_of, load_split, scan
+from ml.data import SPLIT_FILE, band_names, band_of, load_split, scan
 from ml.evaluate import evaluate_model
 from ml.vgg import VGGRegressor
 
 IMPORTED = Path(__file__).parent / "weights" / "cydral-resnet10-v1.safetensors"
+AUGMENTATIONS = {
+    "none": asdict(Augmentation.none()),
+    "default": asdict(Augmentation()),
+    "strong": asdict(Augmentation(scale=(0.85, 1.15), rotate=10.0, shift=4.0, contrast=(0.7, 1.3), brightness=25.0,
+                                  grayscale=0.15)),
+}
 
 
 @dataclass
@@ -59,6 +65,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     workers: int = 2  # chip extraction processes
+    split_file: str = str(SPLIT_FILE)  # the recorded split; files it does not list are assigned by hash
     cache: str = "data/chips"
     version: str = ""
     augmentation: dict = field(default_factory=lambda: asdict(Augmentation()))
@@ -103,7 +110,7 @@ def targets(cfg: TrainConfig, net: torch.nn.Module, ages: torch.Tensor, genders:
         return {"age": ages.float()}
     t = {"age": label_distribution(ages, net.ages, cfg.sigma, cfg.sigma_slope)}
     if cfg.aux:
-        t["gender"] = F.one_hot(genders, 2).float()
+        t["gender"] = F.one_hot(genders.clamp(min=0), 2).float() * (genders >= 0).float()[:, None]
         t["race"] = F.one_hot(races.clamp(min=0), 5).float() * (races >= 0).float()[:, None]
     return t
 
@@ -139,43 +146,51 @@ def serving_model(cfg: TrainConfig, net: torch.nn.Module, version: str) -> AgeMo
 
 
 
-def fit_temperature(model: AgeModel, chips: np.ndarray, ages: np.ndarray, coverage: float = 0.8) -> float:
-    """Bisection on the temperature for which the central interval covers `coverage` of `ages`."""
-    lo, hi = 0.3, 5.0
-    for _ in range(20):
-        model.temperature = mid = math.sqrt(lo * hi)
-        est = model.estimate(chips, coverage)
-        covered = np.mean([(e.low <= a <= e.high) for e, a in zip(est, ages, strict=True)])
-        lo, hi = (mid, hi) if covered < coverage else (lo, mid)
-    return math.sqrt(lo * hi)
-
-
 POINT_TEMPERATURES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
-def calibrate(model: AgeModel, val: ChipSet) -> dict[str, float]:
+def _coverage(probs: torch.Tensor, ages_of_classes: torch.Tensor, ages: np.ndarray, coverage: float) -> float:
+    est = summarise(probs, ages_of_classes, coverage)
+    return float(np.mean([(e.low <= a <= e.high) for e, a in zip(est, ages, strict=True)]))
+
+
+def calibrate(model: AgeModel, val: ChipSet, coverage: float = 0.8) -> dict[str, float]:
     """On the validation split: mirror averaging if it lowers MAE; for resnet10 the temperature of
-    the point estimate with the lowest MAE, then the interval's temperature for 80% coverage; for a
-    regressor, its residual percentiles."""
+    the point estimate with the lowest MAE (from a grid), then by bisection the interval's
+    temperature for which it covers `coverage` of the true ages; for a regressor, its residual
+    percentiles. The networks run once per mirror setting; temperatures only re-read their output."""
     faces = val.centre(64)
     ages = val.ages.astype(np.float64)
-    model.mirror = False
-    plain = evaluate_model(model, val).mae
-    model.mirror = True
-    mirrored = evaluate_model(model, val).mae
-    model.mirror = mirrored < plain
-    if model.arch == "resnet10":
-        probs = {t: model.probabilities(faces, t).double().cpu() for t in POINT_TEMPERATURES}
-        ages_of_classes = model.net.ages.double().cpu()
-        mae = {t: float(np.abs((p @ ages_of_classes).numpy() - ages).mean()) for t, p in probs.items()}
-        model.point_temperature = min(mae, key=mae.get)
-        model.temperature = fit_temperature(model, faces, ages)
-    else:
+    n = len(faces)
+    if model.arch != "resnet10":
+        model.mirror = False
+        plain = evaluate_model(model, val).mae
+        model.mirror = True
+        mirrored = evaluate_model(model, val).mae
+        model.mirror = mirrored < plain
         pred = np.array([e.age for e in model.estimate(faces)])
         res = ages - pred
         model.residuals = (float(np.percentile(res, 10)), float(np.percentile(res, 90)), float(res.std()))
-    return {"val_mae_plain": plain, "val_mae_mirrored": mirrored, "mirror": float(model.mirror),
-            "temperature": model.temperature, "point_temperature": model.point_temperature or 1.0}
+        return {"val_mae_plain": plain, "val_mae_mirrored": mirrored, "mirror": float(model.mirror)}
+
+    class_ages = model.net.ages.double().cpu()
+    outputs, mae = {}, {}
+    for mirror in (False, True):
+        model.mirror = mirror
+        outputs[mirror] = [o.cpu() for o in model._outputs(faces)]
+        for t in POINT_TEMPERATURES:
+            probs = model._average(outputs[mirror], n, t).double()
+            mae[mirror, t] = float(np.abs((probs @ class_ages).numpy() - ages).mean())
+    model.mirror, model.point_temperature = min(mae, key=mae.get)
+    lo, hi = 0.3, 5.0
+    for _ in range(20):
+        mid = math.sqrt(lo * hi)
+        covered = _coverage(model._average(outputs[model.mirror], n, mid), class_ages, ages, coverage)
+        lo, hi = (mid, hi) if covered < coverage else (lo, mid)
+    model.temperature = math.sqrt(lo * hi)
+    return {"val_mae_plain": mae[False, 1.0], "val_mae_mirrored": mae[True, 1.0], "mirror": float(model.mirror),
+            "point_temperature": model.point_temperature, "temperature": model.temperature,
+            "val_mae_calibrated": mae[model.mirror, model.point_temperature]}
 
 
 def plots(run: Path, history: list[dict], model: AgeModel, val: ChipSet) -> None:
@@ -224,8 +239,11 @@ def plots(run: Path, history: list[dict], model: AgeModel, val: ChipSet) -> None
 def load_data(cfg: TrainConfig) -> tuple[ChipSet, ChipSet]:
     folders = [Path(d) for d in cfg.data]
     samples, skipped = scan(folders)
-    split = load_split(samples, folders)
+    split = load_split(samples, folders, split_file=Path(cfg.split_file) if cfg.split_file else None)
     train_s, val_s = split.of(samples, "train"), split.of(samples, "val")
+    if not train_s or not val_s:
+        raise SystemExit(f"the split leaves {len(train_s)} training and {len(val_s)} validation images: "
+                         "give more images or a split file")
     chips = cached_training_chips(train_s + val_s, Path(cfg.cache), cfg.workers)
     train = chips.subset({s.name for s in train_s})
     val = chips.subset({s.name for s in val_s})
