@@ -79,7 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(RateLimit, per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
-                           allow_headers=["Authorization", "Content-Type", "X-Deletion-Token"])
+                           allow_headers=["Authorization", "Content-Type", "X-Deletion-Token", "Idempotency-Key"],
+                           expose_headers=["Retry-After", "Idempotent-Replayed"])
 
     for module in (detect, predict, submissions, health):
         app.include_router(module.router)

@@ -8,13 +8,17 @@ import hashlib
 import threading
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 from sqlalchemy import text, update
 from sqlmodel import func, select
 
+from api.config import Settings
 from api.deps import Slots, get_session, get_slots
+from api.main import create_app
 from api.models import IdempotencyKey, Submission, utcnow
 from tests.api.conftest import assert_problem
 
@@ -167,3 +171,16 @@ async def test_a_retry_while_the_first_request_runs_is_409(client, app, engine, 
         stored = (await connection.execute(text("SELECT id FROM submission WHERE first_name = 'Concurrent'"))).all()
     assert [str(r.id) for r in stored] == [results["first"].json()["id"]]
     assert await advisory_locks(engine) == 0  # released with the commits
+
+
+async def test_a_cross_origin_client_may_send_the_key_and_read_the_replay_header():
+    app = create_app(Settings(_env_file=None, cors_origins=["https://ui.example"], frontend_dir=Path("/nonexistent")))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        response = await client.options("/submissions", headers={
+            "Origin": "https://ui.example", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "idempotency-key"})
+        assert response.status_code == 200
+        assert "idempotency-key" in response.headers["access-control-allow-headers"].lower()
+        refused = await client.post("/submissions", json={}, headers={"Origin": "https://ui.example"})
+    assert {"retry-after", "idempotent-replayed"} <= set(refused.headers["access-control-expose-headers"].lower()
+                                                          .replace(" ", "").split(","))
