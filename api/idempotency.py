@@ -87,10 +87,19 @@ class Idempotency:
         """Take the key for this transaction: the first answer when this request was answered
         already, else None (go on, and `record` before committing). 409 while another request holds
         the key, 422 when the key was used with another request."""
-        await session.exec(delete(IdempotencyKey).where(col(IdempotencyKey.created_at) < utcnow() - TTL))
+        cutoff = utcnow() - TTL
+        # Expired keys go, a few at a time, skipping those another request is deleting already (it
+        # holds them until it commits: waiting for it would queue keyed requests behind each other).
+        expired = (select(IdempotencyKey.key_hash).where(col(IdempotencyKey.created_at) < cutoff)
+                   .limit(100).with_for_update(skip_locked=True))
+        await session.exec(delete(IdempotencyKey).where(col(IdempotencyKey.key_hash).in_(expired)))
         if not (await session.exec(select(func.pg_try_advisory_xact_lock(self.lock_id)))).scalar_one():
             raise IdempotencyInProgress()
         row = await session.get(IdempotencyKey, self.key_hash)
+        if row is not None and row.created_at < cutoff:  # expired, and skipped above
+            await session.delete(row)
+            await session.flush()
+            row = None
         if row is None:
             return None
         if not secrets.compare_digest(row.request_hash, self.request_hash):

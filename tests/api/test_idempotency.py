@@ -184,3 +184,15 @@ async def test_a_cross_origin_client_may_send_the_key_and_read_the_replay_header
         refused = await client.post("/submissions", json={}, headers={"Origin": "https://ui.example"})
     assert {"retry-after", "idempotent-replayed"} <= set(refused.headers["access-control-expose-headers"].lower()
                                                           .replace(" ", "").split(","))
+
+
+async def test_expired_keys_locked_by_another_request_do_not_hold_this_one_up(client, engine, committing, face_png):
+    assert (await submit(client, face_png, new_key(), first_name="Concurrent")).status_code == 201
+    async with engine.connect() as other:
+        await other.execute(text("UPDATE idempotency_key SET created_at = now() - interval '25 hours'"))
+        await other.commit()
+        await other.execute(text("SELECT 1 FROM idempotency_key FOR UPDATE"))  # another request purging it
+        with anyio.fail_after(5):  # without SKIP LOCKED this would wait for `other` to end
+            response = await submit(client, face_png, new_key(), first_name="Concurrent")
+        await other.rollback()
+    assert response.status_code == 201
