@@ -31,10 +31,18 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(10 * MiB, ge=1, description="Largest accepted photo file.")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Largest accepted photo area (width x height).")
     max_faces: int = Field(20, ge=1, description="Faces reported per photo, largest first.")
+    age_weights: Path | None = Field(
+        None, description="Age model (.safetensors); unset: the shipped one (ml/weights/, see ml/MODEL_CARD.md)."
+    )
     concurrency_slots: int = Field(
         default_factory=lambda: os.cpu_count() or 1, ge=1, description="Photos processed at once."
     )
     slot_wait_seconds: float = Field(2.0, gt=0, description="Longest wait for a slot before answering 503.")
+    request_timeout_seconds: float = Field(
+        10.0, gt=0, description="Longest time the work on one photo may take before answering 503.")
+    rate_limit_per_minute: float = Field(
+        60.0, ge=0, description="POST requests per minute per client address (token bucket); 0: no limit.")
+    rate_limit_burst: int = Field(20, ge=1, description="POST requests a client address may send at once.")
     data_dir: Path = Field(Path("data"), description="Local data (the embedded Postgres).")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS, comma-separated; none by default."

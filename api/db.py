@@ -85,8 +85,9 @@ def start_database(settings: Settings) -> Database:
 
 def create_engine(url: str) -> AsyncEngine:
     # pre_ping replaces connections that died with a Postgres restart instead of failing a request.
+    # command_timeout: a query on a database that hangs (rather than refuses) ends in 10 s, as a 503.
     return create_async_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_timeout=5,
-                               connect_args={"timeout": 5})
+                               connect_args={"timeout": 5, "command_timeout": 10})
 
 
 def migrations_config(url: str) -> Any:

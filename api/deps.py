@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, TypedDict, TypeVar
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 from fastapi import Depends, Request, UploadFile
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -15,7 +19,16 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.config import Settings
-from api.errors import AdminDisabled, FileTooLarge, InvalidToken, NotAuthenticated, Overloaded
+from api.errors import (
+    AdminDisabled,
+    FileTooLarge,
+    InvalidToken,
+    MultipleFiles,
+    NotAuthenticated,
+    Overloaded,
+    ProcessingTimeout,
+    UnsupportedMediaType,
+)
 from api.metrics import Metrics
 from ml import Predictor
 
@@ -26,12 +39,16 @@ class Slots:
     """Bounds the CPU work (decode, detect, infer) and runs it off the event loop.
 
     At most `size` photos are processed at once; a request that cannot get a slot within `wait`
-    seconds is answered 503 with Retry-After instead of joining an unbounded queue.
+    seconds is answered 503 `overloaded`, and one whose work takes longer than `timeout` seconds
+    503 `processing_timeout`, both with Retry-After, instead of queueing or hanging without end.
+    A thread cannot be stopped: the work given up on runs to its end and keeps its slot until then,
+    so the bound on CPU work holds even when requests time out.
     """
 
-    def __init__(self, size: int, wait: float) -> None:
+    def __init__(self, size: int, wait: float, timeout: float = 10.0) -> None:
         self.size = size
         self.wait = wait
+        self.timeout = timeout
         self._semaphore = anyio.Semaphore(size)
         self._threads = anyio.CapacityLimiter(size)
 
@@ -42,10 +59,41 @@ class Slots:
             acquired = True
         if not acquired:
             raise Overloaded(retry_after=self.wait)
+
+        # Who gives the slot back: this coroutine, unless it gives up while the thread runs; then the
+        # thread does, when it is done. The lock makes "given up" and "running" one decision.
+        lock = threading.Lock()
+        given_up = running = False
+        token = anyio.lowlevel.current_token()
+
+        def work() -> T | None:
+            nonlocal running
+            with lock:
+                if given_up:  # timed out before the thread started: nothing to do
+                    return None
+                running = True
+            try:
+                return fn(*args)
+            finally:
+                with lock:
+                    running = False
+                    release = given_up
+                if release:
+                    with contextlib.suppress(RuntimeError):  # RuntimeError: the event loop is gone (shutdown)
+                        anyio.from_thread.run_sync(self._semaphore.release, token=token)
+
         try:
-            return await anyio.to_thread.run_sync(fn, *args, limiter=self._threads)
+            with anyio.move_on_after(self.timeout) as scope:
+                result = await anyio.to_thread.run_sync(work, limiter=self._threads, abandon_on_cancel=True)
         finally:
-            self._semaphore.release()
+            with lock:
+                given_up = True
+                thread_holds_slot = running
+            if not thread_holds_slot:
+                self._semaphore.release()
+        if scope.cancelled_caught:
+            raise ProcessingTimeout(retry_after=5)
+        return result  # type: ignore[return-value]  # work() returns None only when given up
 
 
 class State(TypedDict):
@@ -92,7 +140,8 @@ BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
 def tokens_match(given: str, expected: str) -> bool:
-    return secrets.compare_digest(given.encode(), expected.encode())
+    """Constant time, also in the length: both sides are hashed to 32 bytes first."""
+    return secrets.compare_digest(hashlib.sha256(given.encode()).digest(), hashlib.sha256(expected.encode()).digest())
 
 
 def hash_token(token: str) -> bytes:
@@ -115,6 +164,20 @@ async def require_admin(settings: SettingsDep, credentials: BearerDep) -> None:
 
 
 AdminDep = Depends(require_admin)
+
+
+async def multipart_form(request: Request) -> None:
+    """Upload routes: 415 unless the body is multipart/form-data (whatever else it holds), 422
+    `multiple_files` when more than one file comes under `image` (FastAPI would keep the last)."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.partition(";")[0].strip().lower() != "multipart/form-data":
+        raise UnsupportedMediaType()
+    form = await request.form()  # parsed already, before the dependencies run: this is the cached form
+    if len(form.getlist("image")) > 1:
+        raise MultipleFiles()
+
+
+MultipartDep = Depends(multipart_form)
 
 
 async def read_upload(upload: UploadFile, settings: Settings) -> bytes:

@@ -1,18 +1,26 @@
 """Every error the API answers, as `application/problem+json` (RFC 9457) with a stable `code`.
 
     AppError                      status, code, title; handled in one place
+    ├── UnterminatedMultipart     400 bad_request: the multipart body has no closing boundary
     ├── NotAuthenticated          401 not_authenticated: no `Authorization: Bearer` given
     ├── InvalidToken              401 invalid_token: the bearer token is wrong
     ├── AdminDisabled             403 admin_disabled: no ADMIN_TOKEN is configured
     ├── InvalidDeletionToken      403 invalid_deletion_token
     ├── NotFound                  404 not_found
+    ├── IdempotencyInProgress     409 idempotency_in_progress, with Retry-After: that key's first request runs
     ├── BodyTooLarge              413 body_too_large: the request body is over the limit
     ├── FileTooLarge              413 file_too_large: the photo is over the upload limit
     ├── ImageRejected             413/415/422 with the `ml.images` error's code (empty_file, corrupt_image,
     │                             unsupported_image, image_too_many_pixels)
+    ├── UnsupportedMediaType      415 unsupported_media_type: the body is not multipart/form-data
+    ├── FieldNotUtf8              422 validation_error: a form field that is not UTF-8
     ├── ConsentRequired           422 consent_required
+    ├── MultipleFiles             422 multiple_files: more than one file under `image`
+    ├── IdempotencyKeyReused      422 idempotency_key_reused: the same key came with another request
+    ├── RateLimited               429 rate_limited, with Retry-After
     ├── NoFaceDetected            422 no_face_detected
     ├── Overloaded                503 overloaded, with Retry-After: every processing slot is busy
+    ├── ProcessingTimeout         503 processing_timeout, with Retry-After: the photo took too long
     └── DatabaseUnavailable       503 database_unavailable, with Retry-After
 
 Errors raised by the framework get the same shape: `HTTPException` (404 not_found, 405
@@ -114,8 +122,59 @@ class BodyTooLarge(AppError, StarletteHTTPException):
         StarletteHTTPException.__init__(self, 413, self.detail)
 
 
+class UnterminatedMultipart(AppError, StarletteHTTPException):
+    """Also an `HTTPException`, for the same reason as `BodyTooLarge`."""
+
+    status, code, title = 400, "bad_request", "Bad Request"
+    detail = "Invalid multipart data: the body ends without its closing boundary."
+
+    def __init__(self) -> None:
+        AppError.__init__(self, type(self).detail)
+        StarletteHTTPException.__init__(self, 400, self.detail)
+
+
+class FieldNotUtf8(AppError, StarletteHTTPException):
+    """A form field that is not UTF-8: a validation error like the others (also an `HTTPException`)."""
+
+    status, code, title = 422, "validation_error", "Invalid request"
+
+    def __init__(self, field: str) -> None:
+        AppError.__init__(self, f"Invalid field(s): {field}.")
+        StarletteHTTPException.__init__(self, 422, self.detail)
+        self.errors = [FieldError(field=field, code="unicode_decode_error", message="Text should be UTF-8")]
+
+
 class FileTooLarge(AppError):
     status, code, title = 413, "file_too_large", "File too large"
+
+
+class UnsupportedMediaType(AppError):
+    status, code, title = 415, "unsupported_media_type", "Unsupported media type"
+    detail = "Send the photo as `multipart/form-data`."
+
+
+class MultipleFiles(AppError):
+    status, code, title = 422, "multiple_files", "More than one photo"
+    detail = "Send exactly one file under `image`."
+
+
+class IdempotencyKeyReused(AppError):
+    status, code, title = 422, "idempotency_key_reused", "Idempotency key reused"
+    detail = "This Idempotency-Key was already used with a different request; use a new key."
+
+
+class IdempotencyInProgress(AppError):
+    status, code, title = 409, "idempotency_in_progress", "Request in progress"
+    detail = "A request with this Idempotency-Key is still being processed; retry shortly."
+    headers = {"Retry-After": "1"}
+
+
+class RateLimited(AppError):
+    status, code, title = 429, "rate_limited", "Too many requests"
+    detail = "Too many requests from this address; slow down."
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
 
 
 class ImageRejected(AppError):
@@ -150,6 +209,14 @@ class Overloaded(AppError):
         super().__init__(headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
 
 
+class ProcessingTimeout(AppError):
+    status, code, title = 503, "processing_timeout", "Processing took too long"
+    detail = "The photo took too long to process; try again shortly, or with a smaller photo."
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
+
+
 class DatabaseUnavailable(AppError):
     status, code, title = 503, "database_unavailable", "Database unavailable"
     detail = "The database cannot be reached; try again shortly."
@@ -176,7 +243,8 @@ def _phrase(status: int) -> str:
 
 async def app_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    return problem(exc.status, exc.code, exc.title, exc.detail, headers=exc.headers)
+    return problem(exc.status, exc.code, exc.title, exc.detail, headers=exc.headers,
+                   errors=getattr(exc, "errors", None))
 
 
 async def image_error_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -268,19 +336,26 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "No or wrong admin token (`not_authenticated`, `invalid_token`).",
         403: "Admin access disabled, or wrong deletion token (`admin_disabled`, `invalid_deletion_token`).",
         404: "No such submission (`not_found`).",
+        409: "A request with the same Idempotency-Key is still running (`idempotency_in_progress`).",
         413: "Body, file or image too large (`body_too_large`, `file_too_large`, `image_too_many_pixels`).",
-        415: "Not a JPEG, PNG or WebP photo (`unsupported_image`).",
-        422: "Invalid field (`validation_error`) or unusable photo (`empty_file`, `corrupt_image`).",
-        503: "Overloaded or database unavailable (`overloaded`, `database_unavailable`); see Retry-After.",
+        415: "Not multipart/form-data (`unsupported_media_type`), or not a JPEG, PNG or WebP photo "
+             "(`unsupported_image`).",
+        422: "Invalid field (`validation_error`), unusable photo (`empty_file`, `corrupt_image`, "
+             "`multiple_files`) or Idempotency-Key reused with another request (`idempotency_key_reused`).",
+        429: "Too many requests from this address (`rate_limited`); see Retry-After.",
+        503: "Overloaded, too slow or database unavailable (`overloaded`, `processing_timeout`, "
+             "`database_unavailable`); see Retry-After.",
     }
     examples = {
         400: ("bad_request", "Bad Request", "Invalid multipart data."),
         401: ("not_authenticated", "Not authenticated", NotAuthenticated.detail),
         403: ("admin_disabled", "Admin access disabled", AdminDisabled.detail),
         404: ("not_found", "Not found", "No such submission."),
+        409: ("idempotency_in_progress", IdempotencyInProgress.title, IdempotencyInProgress.detail),
         413: ("image_too_many_pixels", "Image too large", "The image has more than 40000000 pixels."),
         415: ("unsupported_image", "Unsupported image", "Not a JPEG, PNG or WebP image."),
         422: ("validation_error", "Invalid request", "Invalid field(s): true_age."),
+        429: ("rate_limited", RateLimited.title, RateLimited.detail),
         503: ("overloaded", "Service overloaded", Overloaded.detail),
     }
     out: dict[int | str, dict[str, Any]] = {}

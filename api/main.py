@@ -15,13 +15,15 @@ from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api import security
 from api.config import Settings
 from api.db import create_engine, start_database
 from api.deps import Slots, State
 from api.errors import add_problem_schema, install_error_handlers
 from api.metrics import Metrics
-from api.middleware import BodySizeLimit
+from api.middleware import BodySizeLimit, MultipartGuard
 from api.observe import RequestObserver
+from api.ratelimit import RateLimit
 from api.routes import detect, health, metrics, predict, submissions
 from ml import Predictor, PredictorSettings
 
@@ -44,7 +46,7 @@ def load_predictor(settings: Settings) -> Predictor:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.concurrency_slots))
     ml_settings = PredictorSettings(max_faces=settings.max_faces, max_pixels=settings.max_image_pixels,
                                     parallel=settings.concurrency_slots)
-    return Predictor.load(settings=ml_settings)
+    return Predictor.load(settings.age_weights, settings=ml_settings)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -66,19 +68,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings=settings,
                 sessionmaker=async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False),
                 predictor=predictor,
-                slots=Slots(settings.concurrency_slots, settings.slot_wait_seconds),
+                slots=Slots(settings.concurrency_slots, settings.slot_wait_seconds, settings.request_timeout_seconds),
                 metrics=app_metrics,
             )
 
-    app = FastAPI(title="whatsmyage", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="whatsmyage", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)  # /docs is served by api.security, without a CDN
     install_error_handlers(app)
-    # Middleware: the last added runs first (CORS outside the app's layers, so that refusals carry its
-    # headers too). Later layers (security headers, rate limits) belong here.
+    security.install(app)  # security headers outside everything else, and /docs
+    # Middleware: the last added runs first (CORS outside the app's own layers, so that refusals carry
+    # its headers too; the request observer outside CORS).
+    app.add_middleware(MultipartGuard)
     app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    if settings.rate_limit_per_minute > 0:
+        app.add_middleware(RateLimit, per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
-                           allow_headers=["Authorization", "Content-Type", "X-Deletion-Token"])
-    # Outside everything: every answer, CORS refusals and 500s included, gets its request id, log line and metrics.
+                           allow_headers=["Authorization", "Content-Type", "X-Deletion-Token", "Idempotency-Key"],
+                           expose_headers=["Retry-After", "Idempotent-Replayed"])
+    # Outside the other layers: every answer, CORS refusals, 429s and 500s included, gets its request id,
+    # log line and metrics.
     app.add_middleware(RequestObserver, metrics=app_metrics)
 
     for module in (detect, predict, submissions, health, metrics):

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PydanticField
-from sqlalchemy import CheckConstraint, Column, DateTime, Index, LargeBinary, SmallInteger, func
+from sqlalchemy import CheckConstraint, Column, DateTime, ForeignKey, Index, LargeBinary, SmallInteger, Uuid, func
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 if TYPE_CHECKING:
@@ -57,6 +58,27 @@ class Submission(SQLModel, table=True):
     img_width: int
     img_height: int
     deletion_token_hash: bytes = Field(sa_type=LargeBinary)  # SHA-256 of the token given to the submitter
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """A `POST /submissions` answered 201 under an `Idempotency-Key`, kept to answer a retry the same.
+
+    Goes with its submission (withdrawing it forgets the key too) or after 24 hours (`api.idempotency`).
+    """
+
+    __tablename__ = "idempotency_key"
+    __table_args__ = (Index("ix_idempotency_key_created_at", "created_at"),)
+
+    key_hash: bytes = Field(sa_type=LargeBinary, primary_key=True)  # SHA-256 of the key; the key is not kept
+    request_hash: bytes = Field(sa_type=LargeBinary)  # SHA-256 over the photo and the fields
+    submission_id: uuid.UUID = Field(sa_column=Column(
+        Uuid, ForeignKey("submission.id", ondelete="CASCADE"), nullable=False, index=True))
+    response: dict = Field(sa_column=Column(JSONB, nullable=False))  # the 201 body, without the deletion token
+    sealed_token: bytes = Field(sa_type=LargeBinary)  # the deletion token, readable only with the key
+    created_at: datetime = Field(
+        default_factory=utcnow,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
 
 
 # --- API shapes ---------------------------------------------------------------------------------
@@ -111,7 +133,7 @@ _KEYPOINTS = [{"x": 214.9, "y": 121.3}, {"x": 263.8, "y": 118.7}, {"x": 240.6, "
               {"x": 241.2, "y": 170.4}, {"x": 189.9, "y": 130.2}, {"x": 293.5, "y": 124.6}]
 _FACE = {"box": _BOX, "score": 0.93, "keypoints": _KEYPOINTS}
 _AGED_FACE = {**_FACE, "age": 41.7, "age_interval": [33.9, 50.2]}
-_VERSION = "cydral-resnet10-v1"
+_VERSION = "resnet10x3-utkface-v2"
 
 
 class DetectResponse(BaseModel):

@@ -22,19 +22,16 @@ import sys
 import tarfile
 import time
 import traceback
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ml.augment import Augmentation  # noqa: E402
 from ml.chips import ChipSet  # noqa: E402
-from ml.train import TrainConfig  # noqa: E402
+from ml.train import AUGMENTATIONS, TrainConfig  # noqa: E402
 
-STRONG = asdict(Augmentation(scale=(0.85, 1.15), rotate=10.0, shift=4.0, contrast=(0.7, 1.3), brightness=25.0,
-                             grayscale=0.15))
+STRONG = AUGMENTATIONS["strong"]
 
 
 def recipes() -> dict[str, TrainConfig]:

@@ -70,14 +70,14 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ml.train import TrainConfig, train
+    from ml.train import AUGMENTATIONS, TrainConfig, train
 
     cfg = TrainConfig.for_arch(
         args.arch, data=[str(d) for d in args.data], out=str(args.out or Path("runs") / args.arch),
         epochs=args.epochs, batch=args.batch, lr=args.lr, weight_decay=args.weight_decay, sigma=args.sigma,
         init=args.init, input_size=args.input_size, ema=args.ema, seed=args.seed, device=args.device,
         split_file=args.split_file, sigma_slope=args.sigma_slope, aux=args.aux, mixup=args.mixup,
-        extra_blocks=args.extra_blocks,
+        extra_blocks=args.extra_blocks, augmentation=AUGMENTATIONS[args.augment] if args.augment else None,
         workers=args.workers, cache=args.cache, version=args.version)
     train(cfg, resume=args.resume)
     return 0
@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--aux", type=float, default=None, help="resnet10: weight of auxiliary gender/race heads")
     t.add_argument("--mixup", type=float, default=None, help="mixup Beta parameter (default off)")
     t.add_argument("--extra-blocks", type=int, default=None, help="resnet10: identity-initialised blocks to add")
+    t.add_argument("--augment", choices=["none", "default", "strong"], default=None,
+                   help="augmentation preset (default: default)")
     t.add_argument("--init", default=None, help="resnet10: starting weights, or 'none' (default: the imported ones)")
     t.add_argument("--input-size", type=int, default=None, help="vgg: input side in pixels")
     t.add_argument("--ema", type=float, default=None, help="weight EMA decay, e.g. 0.999 (default off)")

@@ -17,7 +17,7 @@ from ml.images import DEFAULT_MAX_PIXELS, DEFAULT_WORK_SIDE, LoadedImage, load_i
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # The model the service ships; the imported original stays beside it for comparison.
-DEFAULT_AGE_WEIGHTS = WEIGHTS_DIR / "cydral-resnet10-v1.safetensors"
+DEFAULT_AGE_WEIGHTS = WEIGHTS_DIR / "resnet10x3-utkface-v2.safetensors"
 
 
 @dataclass(frozen=True, slots=True)

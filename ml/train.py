@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ml.agemodel import AgeModel, load_age_model, save_age_model
+from ml.agemodel import AgeModel, load_age_model, save_age_model, summarise
 from ml.agenet import AgeNet
 from ml.augment import Augmentation, augment
 from ml.chips import MARGIN, ChipSet, cached_training_chips
@@ -35,6 +35,12 @@ from ml.evaluate import evaluate_model
 from ml.vgg import VGGRegressor
 
 IMPORTED = Path(__file__).parent / "weights" / "cydral-resnet10-v1.safetensors"
+AUGMENTATIONS = {
+    "none": asdict(Augmentation.none()),
+    "default": asdict(Augmentation()),
+    "strong": asdict(Augmentation(scale=(0.85, 1.15), rotate=10.0, shift=4.0, contrast=(0.7, 1.3), brightness=25.0,
+                                  grayscale=0.15)),
+}
 
 
 @dataclass
@@ -140,43 +146,51 @@ def serving_model(cfg: TrainConfig, net: torch.nn.Module, version: str) -> AgeMo
 
 
 
-def fit_temperature(model: AgeModel, chips: np.ndarray, ages: np.ndarray, coverage: float = 0.8) -> float:
-    """Bisection on the temperature for which the central interval covers `coverage` of `ages`."""
-    lo, hi = 0.3, 5.0
-    for _ in range(20):
-        model.temperature = mid = math.sqrt(lo * hi)
-        est = model.estimate(chips, coverage)
-        covered = np.mean([(e.low <= a <= e.high) for e, a in zip(est, ages, strict=True)])
-        lo, hi = (mid, hi) if covered < coverage else (lo, mid)
-    return math.sqrt(lo * hi)
-
-
 POINT_TEMPERATURES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
-def calibrate(model: AgeModel, val: ChipSet) -> dict[str, float]:
+def _coverage(probs: torch.Tensor, ages_of_classes: torch.Tensor, ages: np.ndarray, coverage: float) -> float:
+    est = summarise(probs, ages_of_classes, coverage)
+    return float(np.mean([(e.low <= a <= e.high) for e, a in zip(est, ages, strict=True)]))
+
+
+def calibrate(model: AgeModel, val: ChipSet, coverage: float = 0.8) -> dict[str, float]:
     """On the validation split: mirror averaging if it lowers MAE; for resnet10 the temperature of
-    the point estimate with the lowest MAE, then the interval's temperature for 80% coverage; for a
-    regressor, its residual percentiles."""
+    the point estimate with the lowest MAE (from a grid), then by bisection the interval's
+    temperature for which it covers `coverage` of the true ages; for a regressor, its residual
+    percentiles. The networks run once per mirror setting; temperatures only re-read their output."""
     faces = val.centre(64)
     ages = val.ages.astype(np.float64)
-    model.mirror = False
-    plain = evaluate_model(model, val).mae
-    model.mirror = True
-    mirrored = evaluate_model(model, val).mae
-    model.mirror = mirrored < plain
-    if model.arch == "resnet10":
-        probs = {t: model.probabilities(faces, t).double().cpu() for t in POINT_TEMPERATURES}
-        ages_of_classes = model.net.ages.double().cpu()
-        mae = {t: float(np.abs((p @ ages_of_classes).numpy() - ages).mean()) for t, p in probs.items()}
-        model.point_temperature = min(mae, key=mae.get)
-        model.temperature = fit_temperature(model, faces, ages)
-    else:
+    n = len(faces)
+    if model.arch != "resnet10":
+        model.mirror = False
+        plain = evaluate_model(model, val).mae
+        model.mirror = True
+        mirrored = evaluate_model(model, val).mae
+        model.mirror = mirrored < plain
         pred = np.array([e.age for e in model.estimate(faces)])
         res = ages - pred
         model.residuals = (float(np.percentile(res, 10)), float(np.percentile(res, 90)), float(res.std()))
-    return {"val_mae_plain": plain, "val_mae_mirrored": mirrored, "mirror": float(model.mirror),
-            "temperature": model.temperature, "point_temperature": model.point_temperature or 1.0}
+        return {"val_mae_plain": plain, "val_mae_mirrored": mirrored, "mirror": float(model.mirror)}
+
+    class_ages = model.net.ages.double().cpu()
+    outputs, mae = {}, {}
+    for mirror in (False, True):
+        model.mirror = mirror
+        outputs[mirror] = [o.cpu() for o in model._outputs(faces)]
+        for t in POINT_TEMPERATURES:
+            probs = model._average(outputs[mirror], n, t).double()
+            mae[mirror, t] = float(np.abs((probs @ class_ages).numpy() - ages).mean())
+    model.mirror, model.point_temperature = min(mae, key=mae.get)
+    lo, hi = 0.3, 5.0
+    for _ in range(20):
+        mid = math.sqrt(lo * hi)
+        covered = _coverage(model._average(outputs[model.mirror], n, mid), class_ages, ages, coverage)
+        lo, hi = (mid, hi) if covered < coverage else (lo, mid)
+    model.temperature = math.sqrt(lo * hi)
+    return {"val_mae_plain": mae[False, 1.0], "val_mae_mirrored": mae[True, 1.0], "mirror": float(model.mirror),
+            "point_temperature": model.point_temperature, "temperature": model.temperature,
+            "val_mae_calibrated": mae[model.mirror, model.point_temperature]}
 
 
 def plots(run: Path, history: list[dict], model: AgeModel, val: ChipSet) -> None:

@@ -63,7 +63,8 @@ def test_two_workers_share_the_embedded_postgres_add_up_their_metrics_and_log_js
     metrics_dir = data / "metrics"
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "ADMIN_TOKEN", "OMP_NUM_THREADS")}
     env |= {"WMA_DATA_DIR": str(data), "WMA_FRONTEND_DIR": str(data / "none"), "PROMETHEUS_MULTIPROC_DIR":
-            str(metrics_dir), "WMA_CONCURRENCY_SLOTS": "1", "OMP_NUM_THREADS": "1"}
+            str(metrics_dir), "WMA_CONCURRENCY_SLOTS": "1", "OMP_NUM_THREADS": "1",
+            "WMA_RATE_LIMIT_PER_MINUTE": "0"}
     port = free_port()
     out = open(data / "stdout", "wb")  # noqa: SIM115
     try:

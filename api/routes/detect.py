@@ -6,17 +6,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, UploadFile
 
-from api.deps import MetricsDep, PredictorDep, SettingsDep, SlotsDep, read_upload
+from api.deps import MetricsDep, MultipartDep, PredictorDep, SettingsDep, SlotsDep, read_upload
 from api.errors import problem_responses
 from api.models import DetectedFace, DetectResponse, ImageSize
 
 router = APIRouter(tags=["faces"])
 
 ImageFile = Annotated[UploadFile, File(description="A JPEG, PNG or WebP photo.")]
-IMAGE_ERRORS = problem_responses(400, 413, 415, 422, 503)
+IMAGE_ERRORS = problem_responses(400, 413, 415, 422, 429, 503)
 
 
-@router.post("/detect", responses=IMAGE_ERRORS, summary="Find the faces in a photo")
+@router.post("/detect", dependencies=[MultipartDep], responses=IMAGE_ERRORS, summary="Find the faces in a photo")
 async def detect_faces(image: ImageFile, settings: SettingsDep, predictor: PredictorDep,
                        slots: SlotsDep, metrics: MetricsDep) -> DetectResponse:
     """Boxes, scores and six keypoints per face, largest first, in pixels of the upright photo

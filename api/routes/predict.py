@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import MetricsDep, PredictorDep, SettingsDep, SlotsDep, read_upload
+from api.deps import MetricsDep, MultipartDep, PredictorDep, SettingsDep, SlotsDep, read_upload
 from api.models import ImageSize, PredictedFace, PredictResponse
 from api.routes.detect import IMAGE_ERRORS, ImageFile
 
 router = APIRouter(tags=["faces"])
 
 
-@router.post("/predict", responses=IMAGE_ERRORS, summary="Estimate the age of each face in a photo")
+@router.post("/predict", dependencies=[MultipartDep], responses=IMAGE_ERRORS,
+             summary="Estimate the age of each face in a photo")
 async def predict_ages(image: ImageFile, settings: SettingsDep, predictor: PredictorDep,
                        slots: SlotsDep, metrics: MetricsDep) -> PredictResponse:
     """Each face as `/detect` finds it, with its apparent `age` and an `age_interval` likely to hold

@@ -25,6 +25,7 @@ from api.deps import (
     AdminDep,
     BearerDep,
     MetricsDep,
+    MultipartDep,
     PredictorDep,
     SessionDep,
     SettingsDep,
@@ -34,6 +35,7 @@ from api.deps import (
     read_upload,
 )
 from api.errors import ConsentRequired, InvalidDeletionToken, NoFaceDetected, NotFound, problem_responses
+from api.idempotency import Idempotency, IdempotencyKeyHeader
 from api.metrics import Metrics
 from api.models import ImageSize, PredictedFace, Submission, SubmissionCreated, SubmissionPage, SubmissionRead
 from api.routes.detect import ImageFile
@@ -136,18 +138,29 @@ def assess(predictor: Predictor, data: bytes, metrics: Metrics) -> Assessed | No
 # --- routes -------------------------------------------------------------------------------------
 
 
-@router.post("", status_code=201, summary="Store a photo with its owner's age",
-             responses=problem_responses(400, 413, 415, 422, 503))
+@router.post("", status_code=201, summary="Store a photo with its owner's age", dependencies=[MultipartDep],
+             responses=problem_responses(400, 409, 413, 415, 422, 429, 503))
 async def create_submission(image: ImageFile, first_name: FirstName, true_age: TrueAge, settings: SettingsDep,
-                            predictor: PredictorDep, slots: SlotsDep, session: SessionDep, metrics: MetricsDep,
-                            consent: Consent = False) -> SubmissionCreated:
+                            predictor: PredictorDep, slots: SlotsDep, session: SessionDep, response: Response,
+                            metrics: MetricsDep, consent: Consent = False,
+                            idempotency_key: IdempotencyKeyHeader = None) -> SubmissionCreated:
     """Predicts the age of the largest face (here, never taken from the client) and stores the photo
     re-encoded as JPEG, without EXIF or anything appended. Answers 201 once the row is committed,
-    with a `deletion_token` shown only this once. Nothing is stored without consent (422
-    `consent_required`) or without a face (422 `no_face_detected`)."""
+    with a `deletion_token` shown only this once (or to a retry with the same `Idempotency-Key` and
+    the same request). Nothing is stored without consent (422 `consent_required`) or without a face
+    (422 `no_face_detected`)."""
     if not consent:
         raise ConsentRequired()
     data = await read_upload(image, settings)
+    filename = clean_filename(image.filename)
+    response.headers["Cache-Control"] = "no-store"  # the deletion token is in it
+    idempotency = None
+    if idempotency_key is not None:
+        idempotency = Idempotency.of(idempotency_key, data, first_name=first_name, true_age=true_age,
+                                     consent=consent, filename=filename)
+        if (replayed := await idempotency.begin(session)) is not None:
+            response.headers["Idempotent-Replayed"] = "true"
+            return replayed
     assessed = await slots.run(assess, predictor, data, metrics)
     if assessed is None:
         raise NoFaceDetected()
@@ -156,19 +169,23 @@ async def create_submission(image: ImageFile, first_name: FirstName, true_age: T
     row = Submission(
         first_name=first_name, true_age=true_age, predicted_age=assessed.face.age,
         face_x=box.x, face_y=box.y, face_width=box.width, face_height=box.height,
-        model_version=assessed.model_version, img_filename=clean_filename(image.filename),
+        model_version=assessed.model_version, img_filename=filename,
         img_content_type="image/jpeg", img_data=assessed.jpeg, img_width=assessed.width,
         img_height=assessed.height, deletion_token_hash=hash_token(token),
     )
-    session.add(row)
-    await session.commit()
-    metrics.stored.inc()
-    return SubmissionCreated(
+    created = SubmissionCreated(
         id=row.id, first_name=row.first_name, true_age=row.true_age, predicted_age=row.predicted_age,
         error=row.predicted_age - row.true_age, face=PredictedFace.of_age(assessed.face),
         image=ImageSize(width=row.img_width, height=row.img_height), model_version=row.model_version,
         created_at=row.created_at, deletion_token=token,
     )
+    session.add(row)
+    if idempotency is not None:
+        await session.flush()  # the row first: the key's row refers to it
+        idempotency.record(session, created)  # committed with the row, or not at all
+    await session.commit()
+    metrics.stored.inc()
+    return created
 
 
 @router.get("", dependencies=[AdminDep], summary="List submissions (admin)",

@@ -29,8 +29,12 @@ from api import db
 from api.config import Settings
 from api.deps import get_session
 from api.main import create_app
+from ml.agemodel import read_metadata
+from ml.predictor import DEFAULT_AGE_WEIGHTS
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
+# What the service must report: the version recorded in the shipped weights file.
+SHIPPED_VERSION = read_metadata(DEFAULT_AGE_WEIGHTS)["version"]
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
 
@@ -84,11 +88,28 @@ def migrated_url(database_url: str) -> str:
     return database_url
 
 
+@pytest.fixture(scope="module")
+def scratch_url(migrated_url: str) -> Iterator[str]:
+    """A database of the module's own on the tests' server, migrated, dropped at the end: for tests
+    whose app commits for real (Schemathesis, the load test), so the rolled-back tests never see it."""
+    server = make_url(migrated_url)
+    name = f"scratch_{uuid.uuid4().hex[:10]}"
+    admin_url = server.render_as_string(hide_password=False)
+    asyncio.run(_admin_execute(admin_url, f'CREATE DATABASE "{name}"'))
+    url = server.set(database=name).render_as_string(hide_password=False)
+    try:
+        db.migrate(url)
+        yield url
+    finally:
+        asyncio.run(_admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture(scope="session")
 def settings(migrated_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     tmp = tmp_path_factory.mktemp("data")
     return Settings(_env_file=None, database_url=migrated_url, admin_token=ADMIN_TOKEN, data_dir=tmp,
-                    frontend_dir=tmp / "no-frontend", concurrency_slots=2, slot_wait_seconds=5.0)
+                    frontend_dir=tmp / "no-frontend", concurrency_slots=2, slot_wait_seconds=5.0,
+                    rate_limit_per_minute=0)  # tests/api/test_limits.py tests the rate limit on an app of its own
 
 
 @pytest.fixture(scope="session")

@@ -119,3 +119,13 @@ def test_a_crashed_process_does_not_keep_the_embedded_postgres_registered(tmp_pa
     handles.write_text(json.dumps([dead.pid, os.getpid()]))
     db.forget_dead_handles(tmp_path)
     assert json.loads(handles.read_text()) == [os.getpid()]
+
+
+def test_age_weights_setting_chooses_the_served_model():
+    from api.main import load_predictor
+    from ml.predictor import WEIGHTS_DIR
+
+    settings = Settings(_env_file=None, age_weights=WEIGHTS_DIR / "cydral-resnet10-v1.safetensors")
+    with load_predictor(settings) as predictor:
+        assert predictor.version == "cydral-resnet10-v1"
+        assert predictor.predict((Path(__file__).parent.parent / "fixtures" / "astronaut.png").read_bytes()).faces

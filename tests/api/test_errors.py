@@ -11,7 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.db import create_engine
 from api.deps import Slots, get_session, get_slots
-from tests.api.conftest import assert_problem
+from tests.api.conftest import SHIPPED_VERSION, assert_problem
 
 pytestmark = pytest.mark.anyio
 
@@ -88,7 +88,7 @@ async def test_health_reports_an_unreachable_database_with_503(client, dead_data
     response = await client.get("/healthz")
     assert response.status_code == 503
     assert response.headers["retry-after"] == "5"
-    assert response.json() == {"status": "degraded", "database": "unavailable", "model_version": "cydral-resnet10-v1"}
+    assert response.json() == {"status": "degraded", "database": "unavailable", "model_version": SHIPPED_VERSION}
 
 
 async def test_submission_with_the_database_down_is_503_and_predict_still_works(client, dead_database, face_png,

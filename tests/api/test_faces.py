@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from tests import badimages as b
-from tests.api.conftest import FIXTURES, assert_problem
+from tests.api.conftest import FIXTURES, SHIPPED_VERSION, assert_problem
 
 pytestmark = pytest.mark.anyio
 
@@ -34,7 +34,7 @@ async def test_predict_gives_one_aged_face_for_the_astronaut(client, face_png):
 async def test_predict_reports_the_predictors_model_version(client, face_png):
     health = (await client.get("/healthz")).json()
     response = await client.post("/predict", files=upload(face_png))
-    assert response.json()["model_version"] == health["model_version"] == "cydral-resnet10-v1"
+    assert response.json()["model_version"] == health["model_version"] == SHIPPED_VERSION
 
 
 async def test_predict_without_a_face_is_not_an_error(client, noface_png):
@@ -84,7 +84,7 @@ async def test_unusable_photos_get_their_error_code(client, path, data, status, 
 
 
 async def test_missing_image_field_is_a_validation_error(client):
-    body = assert_problem(await client.post("/predict", data={"other": "x"}), 422, "validation_error")
+    body = assert_problem(await client.post("/predict", files={"other": (None, "x")}), 422, "validation_error")
     assert body["errors"] == [{"field": "image", "code": "missing", "message": "Field required"}]
 
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from tests.api.conftest import SHIPPED_VERSION
+
 pytestmark = pytest.mark.anyio
 
 
 async def test_health_is_ok_with_the_database_and_model_version(client):
     response = await client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "model_version": "cydral-resnet10-v1"}
+    assert response.json() == {"status": "ok", "database": "ok", "model_version": SHIPPED_VERSION}
 
 
 async def test_openapi_documents_every_route_with_models_and_problem_errors(client):

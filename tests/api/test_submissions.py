@@ -13,7 +13,7 @@ from sqlmodel import func, select
 from api.models import Submission
 from api.routes.submissions import clean_filename
 from tests import badimages as b
-from tests.api.conftest import assert_problem
+from tests.api.conftest import SHIPPED_VERSION, assert_problem
 
 pytestmark = pytest.mark.anyio
 
@@ -38,7 +38,7 @@ async def test_submission_with_consent_is_stored_and_answered_201(client, sessio
     assert 25 <= body["predicted_age"] <= 60
     assert body["error"] == pytest.approx(body["predicted_age"] - 42)
     assert body["face"]["age"] == body["predicted_age"]
-    assert body["model_version"] == "cydral-resnet10-v1"
+    assert body["model_version"] == SHIPPED_VERSION
     row = await session.get(Submission, uuid.UUID(body["id"]))
     assert row is not None and row.predicted_age == body["predicted_age"]
     assert row.deletion_token_hash == hashlib.sha256(body["deletion_token"].encode()).digest()

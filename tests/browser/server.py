@@ -1,0 +1,86 @@
+"""The app served for real on a free loopback port, for the browser tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+ROOT = Path(__file__).parent.parent.parent
+
+
+@dataclass
+class LiveServer:
+    url: str
+    admin_token: str
+
+    def admin_get(self, path: str) -> httpx.Response:
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            return client.get(path, headers={"Authorization": f"Bearer {self.admin_token}"})
+
+
+@dataclass
+class ConsoleErrors:
+    """Console errors and uncaught exceptions of a page; a test may allow the ones it expects."""
+
+    messages: list[str] = field(default_factory=list)
+    allowed: list[str] = field(default_factory=list)
+
+    def allow(self, fragment: str) -> None:
+        self.allowed.append(fragment)
+
+    def unexpected(self) -> list[str]:
+        return [m for m in self.messages if not any(fragment in m for fragment in self.allowed)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve(env: dict[str, str], *, timeout: float = 60) -> Iterator[str]:
+    """Run `tests.browser.serve` (the app behind uvicorn) in a subprocess; yield its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(os.devnull, "wb") if os.environ.get("UI_TEST_QUIET") else None  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.browser.serve", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT if log else None,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the app exited with status {process.returncode} before serving")
+            try:
+                if httpx.get(url + "/", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the app did not answer on {url} within {timeout} s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if log:
+            log.close()
