@@ -21,7 +21,8 @@ import dlib
 import numpy as np
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Import from the repository root, not bench/ (whose http.py would shadow the standard `http`).
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from bench.machine import describe  # noqa: E402
 from ml.agemodel import load_age_model  # noqa: E402

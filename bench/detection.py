@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Import from the repository root, not bench/ (whose http.py would shadow the standard `http`).
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from bench.machine import describe  # noqa: E402
 from ml.faces import DetectorSettings, FaceDetector  # noqa: E402

@@ -6,7 +6,8 @@ Photos: a 640x480 one-face JPEG and a 12-megapixel (4000x3000) baseline JPEG, bo
 astronaut fixture, and the 6-face group photo from ../shared/data/faces when present. Each is
 predicted `--repeat` times after a warm-up; medians are printed per stage (decode, detect, align,
 age) and end to end. Then the age network on N chips one at a time versus in one batch, and the
-resident memory after loading.
+resident memory after loading. With several `--weights`, each model is measured in turn, in this
+one run (memory figures are for the first; later ones share the process).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# Import from the repository root, not bench/ (whose http.py would shadow the standard `http`).
+sys.path[0] = str(ROOT)
 
 from bench.machine import describe  # noqa: E402
 from ml.predictor import Predictor  # noqa: E402
@@ -62,26 +64,31 @@ def photos() -> dict[str, bytes]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=50)
-    parser.add_argument("--weights", type=Path, default=None)
+    parser.add_argument("--weights", type=Path, action="append", help="age model; repeat to compare (default: shipped)")
     args = parser.parse_args()
 
     print(describe())
+    for weights in args.weights or [None]:
+        measure(weights, args.repeat)
+
+
+def measure(weights: Path | None, repeat: int) -> None:
     before = rss_mb()
     t = time.perf_counter()
-    predictor = Predictor.load(args.weights)
+    predictor = Predictor.load(weights)
     load_s = time.perf_counter() - t
     after = rss_mb()
-    print(f"model {predictor.version}: loaded in {load_s * 1000:.0f} ms; resident memory {before:.0f} MB before, "
+    print(f"\nmodel {predictor.version}: loaded in {load_s * 1000:.0f} ms; resident memory {before:.0f} MB before, "
           f"{after:.0f} MB after loading (peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
 
     stages = ("decode", "detect", "align", "age")
-    print(f"\nmedian of {args.repeat} runs, milliseconds")
+    print(f"median of {repeat} runs, milliseconds")
     print(f"{'photo':26} {'faces':>5} " + " ".join(f"{s:>7}" for s in stages) + f" {'total':>7}")
     for name, data in photos().items():
         for _ in range(3):
             predictor.predict(data)
         runs = []
-        for _ in range(args.repeat):
+        for _ in range(repeat):
             t = time.perf_counter()
             result = predictor.predict(data)
             runs.append((time.perf_counter() - t, result.timings, len(result.faces)))
@@ -91,11 +98,11 @@ def main() -> None:
 
     img = predictor.decode(photos()["640x480 one face"])
     chip = predictor.chips(img, predictor.detector.detect(img.rgb)[:1])
-    print("\nage network, milliseconds per face (median)")
+    print("age network, milliseconds per face (median)")
     for n in (1, 6, 16):
         chips = np.repeat(chip, n, axis=0)
         one, batch = [], []
-        for _ in range(max(5, args.repeat // 2)):
+        for _ in range(max(5, repeat // 2)):
             t = time.perf_counter()
             for i in range(n):
                 predictor.age_model.estimate(chips[i : i + 1])
@@ -105,7 +112,7 @@ def main() -> None:
             batch.append((time.perf_counter() - t) / n)
         print(f"  {n:2} faces: one at a time {statistics.median(one) * 1000:6.2f}, "
               f"all in one batch {statistics.median(batch) * 1000:6.2f}")
-    print(f"\nresident memory at the end: {rss_mb():.0f} MB "
+    print(f"resident memory after these runs: {rss_mb():.0f} MB "
           f"(peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
     predictor.close()
 

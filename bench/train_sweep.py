@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Import from the repository root, not bench/ (whose http.py would shadow the standard `http`).
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from ml.chips import ChipSet  # noqa: E402
 from ml.train import AUGMENTATIONS, TrainConfig  # noqa: E402

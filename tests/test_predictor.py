@@ -93,3 +93,18 @@ def test_chip_is_aligned_64_pixel_rgb(predictor, astronaut_png):
     chips = predictor.chips(img, predictor.detector.detect(img.rgb))
     assert chips.shape == (1, 64, 64, 3) and chips.dtype == np.uint8
     assert chips.std() > 20  # a face, not a flat patch
+
+
+def test_small_faces_of_a_group_photo_are_found(predictor, astronaut_png):
+    """Eight faces of about 75 px on a 1800x1000 canvas: too small for the detectors on the whole
+    image, found on the tiles (each tile is seen at 192x192 too, so much smaller faces are not)."""
+    small = Image.open(io.BytesIO(astronaut_png)).convert("RGB").resize((400, 400))
+    canvas = Image.new("RGB", (1800, 1000), (90, 110, 90))
+    spots = [(x, y) for y in (100, 560) for x in (50, 500, 950, 1400)]
+    for spot in spots:
+        canvas.paste(small, spot)
+    faces = predictor.detect(b.encode(canvas, "JPEG", quality=92)).faces
+    assert len(faces) == 8
+    cells = {(int((f.box.x + f.box.width / 2 - 50) // 450), int((f.box.y + f.box.height / 2 - 100) // 460))
+             for f in faces}
+    assert cells == {(col, row) for col in range(4) for row in range(2)}  # one face in each pasted photo
