@@ -363,3 +363,13 @@ def test_dropped_photo_is_previewed_and_a_dropped_non_image_is_refused(page: Pag
     page.get_by_role("button", name="Estimate my age").click()
     expect(page.locator("[data-result-figure] [data-face-box]")).to_have_count(1)
     assert requests == ["POST /predict"]
+
+
+def test_page_runs_under_the_apps_own_content_security_policy(page: Page, live_server: LiveServer) -> None:
+    """No test-only wrapper: the policy is the app's, and the page works under it (any violation is a
+    console error, which fails the test)."""
+    response = page.goto(live_server.url + "/")
+    assert response is not None
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "style-src 'self'" in policy and "'unsafe-inline'" not in policy
+    expect(page.get_by_role("heading", level=1)).to_be_visible()
