@@ -85,6 +85,13 @@ class AppError(Exception):
             self.headers = headers
 
 
+class RetryLater(AppError):
+    """An error the client may retry: Retry-After says after how many whole seconds (at least 1)."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
+
+
 class NotAuthenticated(AppError):
     status, code, title = 401, "not_authenticated", "Not authenticated"
     detail = "Send the admin token as `Authorization: Bearer <token>`."
@@ -169,12 +176,9 @@ class IdempotencyInProgress(AppError):
     headers = {"Retry-After": "1"}
 
 
-class RateLimited(AppError):
+class RateLimited(RetryLater):
     status, code, title = 429, "rate_limited", "Too many requests"
     detail = "Too many requests from this address; slow down."
-
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
 
 
 class ImageRejected(AppError):
@@ -201,20 +205,14 @@ class NoFaceDetected(AppError):
     detail = "No face was found in the photo, so nothing was stored."
 
 
-class Overloaded(AppError):
+class Overloaded(RetryLater):
     status, code, title = 503, "overloaded", "Service overloaded"
     detail = "Every processing slot is busy; try again shortly."
 
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
 
-
-class ProcessingTimeout(AppError):
+class ProcessingTimeout(RetryLater):
     status, code, title = 503, "processing_timeout", "Processing took too long"
     detail = "The photo took too long to process; try again shortly, or with a smaller photo."
-
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
 
 
 class DatabaseUnavailable(AppError):

@@ -116,7 +116,8 @@ async def load(host: str, port: int, raw: bytes, health_raw: bytes, concurrency:
     run = Run()
     deadline = time.perf_counter() + duration
 
-    async def worker() -> None:
+    async def client(raw: bytes, latencies: list[float], statuses: Counter, pause: float) -> None:
+        """One keep-alive client sending `raw` until the deadline; a failed request counts by its error."""
         conn = Connection(host, port)
         while time.perf_counter() < deadline:
             t = time.perf_counter()
@@ -125,27 +126,17 @@ async def load(host: str, port: int, raw: bytes, health_raw: bytes, concurrency:
             except (OSError, asyncio.IncompleteReadError, TimeoutError) as e:
                 status = type(e).__name__
                 await conn.close()
-            run.latencies.append(time.perf_counter() - t)
-            run.statuses[status] += 1
-        await conn.close()
-
-    async def prober() -> None:
-        conn = Connection(host, port)
-        while time.perf_counter() < deadline:
-            t = time.perf_counter()
-            try:
-                status = await asyncio.wait_for(conn.request(health_raw), 30)
-            except (OSError, asyncio.IncompleteReadError, TimeoutError) as e:
-                status = type(e).__name__
-                await conn.close()
-            run.health.append(time.perf_counter() - t)
-            run.health_statuses[status] += 1
-            await asyncio.sleep(0.02)
+            latencies.append(time.perf_counter() - t)
+            statuses[status] += 1
+            if pause:
+                await asyncio.sleep(pause)
         await conn.close()
 
     cpu0 = sum(server.cpu_times()[:2]) if server else 0.0
     t0 = time.perf_counter()
-    await asyncio.gather(prober(), *(worker() for _ in range(concurrency)))
+    # /healthz every 20 ms beside the load: its latency shows whether the event loop is ever blocked.
+    prober = client(health_raw, run.health, run.health_statuses, 0.02)
+    await asyncio.gather(prober, *(client(raw, run.latencies, run.statuses, 0) for _ in range(concurrency)))
     run.seconds = time.perf_counter() - t0
     run.server_cpu = (sum(server.cpu_times()[:2]) - cpu0) if server else float("nan")
     return run
