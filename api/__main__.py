@@ -1,15 +1,18 @@
 """Command line: `python -m api serve [--host H] [--port P] [--workers N]`, `python -m api migrate`,
-`python -m api export-submissions --out DIR`."""
+`python -m api export-submissions --out DIR`, `python -m api purge [--days N]`."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+from pydantic import ValidationError
 
 from api.config import Settings
 from api.logs import configure_logging, log_config
@@ -75,6 +78,52 @@ def export(settings: Settings, out: Path) -> None:
     print(f"{out}: {kept} submissions, {removed} files of deleted submissions removed")
 
 
+def purge(settings: Settings, days: int | None) -> None:
+    """One retention purge now (see api/retention.py), for cron; the service also runs one every hour."""
+    import asyncio
+
+    from sqlmodel.ext.asyncio.session import AsyncSession
+
+    from api import db, retention
+    from api.models import utcnow
+
+    days = days or settings.retention_days
+    if days is None:
+        sys.exit("whatsmyage: retention is off: set WMA_RETENTION_DAYS (or pass --days N) to purge")
+
+    async def run(url: str) -> retention.Purged:
+        engine = db.create_engine(url)
+        try:
+            async with AsyncSession(engine) as session:
+                return await retention.purge(session, retention_days=days, now=utcnow())
+        finally:
+            await engine.dispose()
+
+    database = db.start_database(settings)
+    try:
+        purged = asyncio.run(run(database.url))
+    finally:
+        database.stop()
+    if not purged.ran:
+        print("another process is purging now: nothing done")
+        return
+    print(f"purged {purged.submissions} submissions stored more than {days} days ago, "
+          f"{purged.idempotency_keys} expired idempotency keys, {purged.auth_throttle_rows} old failure counts")
+
+
+def settings_or_exit(**overrides: object) -> Settings:
+    """The settings, or one line per refused one (a weak token, say) and exit status 2."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        for error in exc.errors():
+            message = str(error["msg"]).removeprefix("Value error, ")
+            where = ".".join(str(part) for part in error["loc"])
+            print(f"whatsmyage: {message}" if error["type"] == "value_error" else f"whatsmyage: {where}: {message}",
+                  file=sys.stderr)
+        sys.exit(2)
+
+
 def serve(settings: Settings) -> None:
     import uvicorn
 
@@ -93,6 +142,13 @@ def serve(settings: Settings) -> None:
         uvicorn.run("api.main:create_app", factory=True, workers=settings.workers, **options)
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m api", description="The whatsmyage service.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -103,15 +159,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     commands.add_parser("migrate", help="apply database migrations")
     export_cmd = commands.add_parser("export-submissions", help="write stored submissions as a UTKFace-style folder")
     export_cmd.add_argument("--out", type=Path, required=True, help="folder to write (and keep in step)")
+    purge_cmd = commands.add_parser("purge", help="remove submissions older than WMA_RETENTION_DAYS (for cron)")
+    purge_cmd.add_argument("--days", type=positive_int, help="retention in days (default: WMA_RETENTION_DAYS)")
     args = parser.parse_args(argv)
 
     configure_logging()  # JSON lines on stdout
     overrides = {k: v for k in ("host", "port", "workers") if (v := getattr(args, k, None)) is not None}
-    settings = Settings(**overrides)
+    settings = settings_or_exit(**overrides)
     if args.command == "migrate":
         migrate(settings)
     elif args.command == "export-submissions":
         export(settings, args.out)
+    elif args.command == "purge":
+        purge(settings, args.days)
     else:
         serve(settings)
 

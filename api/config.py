@@ -6,17 +6,23 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
+MIN_SECRET_LENGTH = 32  # characters; `openssl rand -hex 32` gives 64
+
+
+# The environment names of the secrets, for the one line that refuses a weak one.
+SECRET_NAMES = {"admin_token": "ADMIN_TOKEN", "metrics_token": "WMA_METRICS_TOKEN"}
 
 
 class Settings(BaseSettings):
     """Every setting has a safe default; env names are `WMA_<NAME>` except the two well-known ones."""
 
-    model_config = SettingsConfigDict(env_prefix="WMA_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a refused setting (a short token, a URL with its password) is never echoed.
+    model_config = SettingsConfigDict(env_prefix="WMA_", env_file=".env", extra="ignore", hide_input_in_errors=True)
 
     database_url: str | None = Field(
         None,
@@ -52,6 +58,26 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64, description="Worker processes of `python -m api serve`.")
     metrics_token: SecretStr | None = Field(None, description="Bearer token for /metrics; unset: /metrics is open.")
+    retention_days: int | None = Field(
+        None, ge=1, le=36500, description="Submissions older than this many days are removed; unset: kept.")
+
+    @field_validator("admin_token", "metrics_token", mode="after")
+    @classmethod
+    def _strong_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """A secret, when set, is at least 32 characters without spaces: a short one is refused at start-up."""
+        secret = value.get_secret_value() if value is not None else ""
+        if not secret:
+            return value  # unset or blank: admin routes 403, /metrics open
+        name = SECRET_NAMES[info.field_name or ""]
+        if len(secret) < MIN_SECRET_LENGTH or any(c.isspace() or not c.isprintable() for c in secret):
+            raise ValueError(f"{name} must be at least {MIN_SECRET_LENGTH} printable characters without spaces; "
+                             "make one with `openssl rand -hex 32`")
+        return value
+
+    @field_validator("retention_days", mode="before")
+    @classmethod
+    def _blank_days_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("cors_origins", mode="before")
     @classmethod

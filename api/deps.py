@@ -1,4 +1,5 @@
-"""What routes depend on: the lifespan's `State`, the processing slots, sessions, admin access."""
+"""What routes depend on: the lifespan's `State`, the processing slots, sessions, admin access (with the
+failed-authentication throttle)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ from api.errors import (
     UnsupportedMediaType,
 )
 from api.metrics import Metrics
+from api.ratelimit import client_key
+from api.throttle import AuthGuard, FailedAuthentications
 from ml import Predictor
 
 T = TypeVar("T")
@@ -104,6 +107,7 @@ class State(TypedDict):
     predictor: Predictor
     slots: Slots
     metrics: Metrics
+    auth_throttle: FailedAuthentications
 
 
 # `async def` even when they do not await: FastAPI would run a plain `def` in a worker thread.
@@ -129,11 +133,24 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def get_auth_throttle(request: Request) -> FailedAuthentications:
+    return request.state.auth_throttle
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 SlotsDep = Annotated[Slots, Depends(get_slots)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+AuthThrottleDep = Annotated[FailedAuthentications, Depends(get_auth_throttle)]
+
+
+async def get_auth_guard(request: Request, throttle: AuthThrottleDep, session: SessionDep) -> AuthGuard:
+    """The failed-authentication throttle for this request's client address (see `api.throttle`)."""
+    return AuthGuard(throttle, session, client_key(request.scope)[:64])
+
+
+AuthGuardDep = Annotated[AuthGuard, Depends(get_auth_guard)]
 
 bearer = HTTPBearer(auto_error=False, description="The server's ADMIN_TOKEN.")
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
@@ -159,8 +176,20 @@ def check_admin(settings: Settings, credentials: HTTPAuthorizationCredentials | 
         raise InvalidToken()
 
 
-async def require_admin(settings: SettingsDep, credentials: BearerDep) -> None:
-    check_admin(settings, credentials)
+async def authenticate_admin(settings: Settings, credentials: HTTPAuthorizationCredentials | None,
+                             guard: AuthGuard) -> None:
+    """`check_admin`, counting a wrong token as a failed authentication of the client's address.
+    The caller has passed `guard.check()` first."""
+    try:
+        check_admin(settings, credentials)
+    except InvalidToken:
+        await guard.failed("admin")
+        raise
+
+
+async def require_admin(settings: SettingsDep, credentials: BearerDep, guard: AuthGuardDep) -> None:
+    await guard.check()
+    await authenticate_admin(settings, credentials, guard)
 
 
 AdminDep = Depends(require_admin)

@@ -18,6 +18,7 @@
     ├── MultipleFiles             422 multiple_files: more than one file under `image`
     ├── IdempotencyKeyReused      422 idempotency_key_reused: the same key came with another request
     ├── RateLimited               429 rate_limited, with Retry-After
+    ├── AuthRateLimited           429 auth_rate_limited, with Retry-After: too many failed authentications
     ├── NoFaceDetected            422 no_face_detected
     ├── Overloaded                503 overloaded, with Retry-After: every processing slot is busy
     ├── ProcessingTimeout         503 processing_timeout, with Retry-After: the photo took too long
@@ -179,6 +180,11 @@ class IdempotencyInProgress(AppError):
 class RateLimited(RetryLater):
     status, code, title = 429, "rate_limited", "Too many requests"
     detail = "Too many requests from this address; slow down."
+
+
+class AuthRateLimited(RetryLater):
+    status, code, title = 429, "auth_rate_limited", "Too many failed authentications"
+    detail = "Too many failed authentication attempts from this address; try again after Retry-After seconds."
 
 
 class ImageRejected(AppError):
@@ -366,7 +372,8 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
              "(`unsupported_image`).",
         422: "Invalid field (`validation_error`), unusable photo (`empty_file`, `corrupt_image`, "
              "`multiple_files`) or Idempotency-Key reused with another request (`idempotency_key_reused`).",
-        429: "Too many requests from this address (`rate_limited`); see Retry-After.",
+        429: "Too many requests (`rate_limited`), or too many failed authentications (`auth_rate_limited`), "
+             "from this address; see Retry-After.",
         503: "Overloaded, too slow or database unavailable (`overloaded`, `processing_timeout`, "
              "`database_unavailable`); see Retry-After.",
     }

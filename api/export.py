@@ -7,7 +7,8 @@ Each stored photo (already re-encoded: no EXIF, nothing appended) is written as
 `AGE_x_x_YYYYMMDDHHMMSSffffff_ID.jpg`: the true age the person gave, `x` for gender and race (the
 service does not ask for them), when it was stored, and the first 12 hex digits of its id. Names
 are never exported. The folder mirrors the database: files of submissions deleted since an earlier
-export are removed, so a withdrawal reaches the training data too.
+export are removed, so a withdrawal (or a retention purge) reaches the training data too. Each export
+is recorded in the audit trail (`submissions.export`, with its counts).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import anyio
 from sqlalchemy import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api import audit
 from api.models import Submission
 
 EXPORTED = re.compile(r"^\d{1,3}_x_x_\d{20}_[0-9a-f]{12}\.jpg$")
@@ -56,4 +58,7 @@ async def export_submissions(session: AsyncSession, out: Path) -> tuple[int, int
         wanted.add(name)
         await anyio.to_thread.run_sync(_write, out / name, submission.img_data)
     removed = await anyio.to_thread.run_sync(_remove_others, out, wanted)
+    audit.record(session, action=audit.SUBMISSIONS_EXPORT, actor="admin",
+                 detail={"submissions": len(wanted), "files_removed": removed})
+    await session.commit()
     return len(wanted), removed

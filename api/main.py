@@ -15,7 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api import security
+from api import retention, security
 from api.config import Settings
 from api.db import create_engine, start_database
 from api.deps import Slots, State
@@ -24,7 +24,8 @@ from api.metrics import Metrics
 from api.middleware import BodySizeLimit, MultipartGuard
 from api.observe import RequestObserver
 from api.ratelimit import RateLimit
-from api.routes import detect, health, metrics, predict, submissions
+from api.routes import audit, detect, health, metrics, predict, submissions
+from api.throttle import FailedAuthentications
 from ml import Predictor, PredictorSettings
 
 log = logging.getLogger("api")
@@ -61,15 +62,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.push_async_callback(anyio.to_thread.run_sync, database.stop)
             engine = create_engine(database.url)
             stack.push_async_callback(engine.dispose)
+            sessionmaker = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
             predictor = await anyio.to_thread.run_sync(load_predictor, settings)
             stack.callback(predictor.close)
+            # The hourly purge (retention, expired keys and counts), cancelled first on the way out.
+            background = await stack.enter_async_context(anyio.create_task_group())
+            background.start_soon(retention.run_on_schedule, sessionmaker, settings.retention_days, app_metrics)
+            stack.callback(background.cancel_scope.cancel)
             log.info("serving model %s, %d slot(s)", predictor.version, settings.concurrency_slots)
             yield State(
                 settings=settings,
-                sessionmaker=async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False),
+                sessionmaker=sessionmaker,
                 predictor=predictor,
                 slots=Slots(settings.concurrency_slots, settings.slot_wait_seconds, settings.request_timeout_seconds),
                 metrics=app_metrics,
+                auth_throttle=FailedAuthentications(app_metrics),
             )
 
     app = FastAPI(title="whatsmyage", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
@@ -90,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # log line and metrics.
     app.add_middleware(RequestObserver, metrics=app_metrics)
 
-    for module in (detect, predict, submissions, health, metrics):
+    for module in (detect, predict, submissions, audit, health, metrics):
         app.include_router(module.router)
     if settings.frontend_dir.is_dir():  # the UI, same origin; API routes take precedence
         app.frontend("/", directory=settings.frontend_dir, fallback=None)

@@ -6,7 +6,9 @@
     whatsmyage_stage_seconds{stage}                                   decode, detect, align, age (the network)
     whatsmyage_predicted_age_years                                    each predicted age
     whatsmyage_submissions_stored_total                               rows committed
-    whatsmyage_submissions_deleted_total{by}                          rows deleted, by "owner" or "admin"
+    whatsmyage_submissions_deleted_total{by}                          rows deleted, by "owner", "admin" or "retention"
+    whatsmyage_auth_failures_total{kind}                              wrong tokens: "admin", "metrics", "deletion"
+    whatsmyage_auth_throttled_total                                   answered 429 auth_rate_limited
 
 `route` is the route's template (`/submissions/{submission_id}`), `unmatched` when no route took the
 request. One `Metrics` per app, each with its own registry.
@@ -64,8 +66,14 @@ class Metrics:
                               buckets=AGE_BUCKETS, registry=registry)
         self.stored = Counter("whatsmyage_submissions_stored", "Submissions stored (committed).",
                               registry=registry)
-        self.deleted = Counter("whatsmyage_submissions_deleted", 'Submissions deleted, by "owner" or "admin".',
-                               ["by"], registry=registry)
+        self.deleted = Counter("whatsmyage_submissions_deleted",
+                               'Submissions deleted, by "owner", "admin" or "retention".', ["by"], registry=registry)
+        self.auth_failures = Counter("whatsmyage_auth_failures",
+                                     'Wrong tokens, by kind: "admin", "metrics", "deletion".', ["kind"],
+                                     registry=registry)
+        self.auth_throttled = Counter("whatsmyage_auth_throttled",
+                                      "Requests answered 429 auth_rate_limited (too many failed authentications).",
+                                      registry=registry)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()

@@ -8,7 +8,19 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PydanticField
-from sqlalchemy import CheckConstraint, Column, DateTime, ForeignKey, Index, LargeBinary, SmallInteger, Uuid, func
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    LargeBinary,
+    SmallInteger,
+    Uuid,
+    func,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -79,6 +91,46 @@ class IdempotencyKey(SQLModel, table=True):
         default_factory=utcnow,
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
     )
+
+
+class AuditEvent(SQLModel, table=True):
+    """One access to or change of personal data, or of the served model (see `api.audit`).
+
+    Append-only: the migration adds a trigger that refuses UPDATE, DELETE and TRUNCATE. It holds ids,
+    never a photo, a name or a token; `submission_id` is no foreign key, so the event outlives its
+    submission.
+    """
+
+    __tablename__ = "audit_event"
+    __table_args__ = (
+        CheckConstraint("actor IN ('admin', 'owner', 'system')", name="actor"),
+        Index("ix_audit_event_at_id", "at", "id"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
+    at: datetime = Field(
+        default_factory=utcnow,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+    action: str = Field(max_length=64)
+    actor: str = Field(max_length=16)
+    submission_id: uuid.UUID | None = Field(default=None, index=True)
+    model_version: str | None = Field(default=None, max_length=128)
+    request_id: str | None = Field(default=None, max_length=128)
+    detail: dict = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default="{}"))
+
+
+class AuthThrottle(SQLModel, table=True):
+    """Failed authentications per client address in its current one-minute window (see `api.throttle`).
+
+    Shared by every worker and replica; rows older than their window are removed by the hourly purge.
+    """
+
+    __tablename__ = "auth_throttle"
+
+    client: str = Field(primary_key=True, max_length=64)  # the address as the rate limit counts it
+    window_start: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+    failures: int
 
 
 # --- API shapes ---------------------------------------------------------------------------------
@@ -221,6 +273,33 @@ class SubmissionCreated(BaseModel):
 
 class SubmissionPage(BaseModel):
     items: list[SubmissionRead] = PydanticField(description="Newest first.")
+    total: int
+    limit: int
+    offset: int
+
+
+class AuditEventRead(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": 42, "at": "2026-12-01T10:15:00Z", "action": "submission.image.read", "actor": "owner",
+        "submission_id": "0b6f6d3e-5d5e-4f8e-9a53-2d1f3c9a7b10", "model_version": None,
+        "request_id": "76668428def94616b1369dfc51925021", "detail": {}}]})
+
+    id: int
+    at: datetime
+    action: str = PydanticField(description="What happened, e.g. `submission.read` (see the README).")
+    actor: Literal["admin", "owner", "system"]
+    submission_id: uuid.UUID | None
+    model_version: str | None
+    request_id: str | None = PydanticField(description="The request's `X-Request-ID`; none for commands.")
+    detail: dict = PydanticField(description="Counts, paging, the ids listed; never a photo, name or token.")
+
+    @classmethod
+    def of(cls, row: AuditEvent) -> AuditEventRead:
+        return cls.model_validate(row, from_attributes=True)
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEventRead] = PydanticField(description="Newest first.")
     total: int
     limit: int
     offset: int

@@ -4,6 +4,10 @@
 refusals, 413s and 429s from the middleware, static files and the docs all carry the headers. A
 response that sets one of these headers itself keeps its own.
 
+Every answer but the UI's own files is also `Cache-Control: no-store`: answers carry photos, names,
+ages, faces found and tokens, which no browser or proxy cache may keep (a route may say `private,
+no-store` itself).
+
 The Content-Security-Policy allows nothing but this origin: no inline script or style, no other
 host. The UI (`frontend/`) is built for it; the docs page at `/docs` is Swagger UI served from the
 `swagger-ui-bundle-v2` package with its start-up script in a file of its own, so it works offline
@@ -35,6 +39,7 @@ HEADERS = {
     # The UI may use the camera, on this origin only; nothing else.
     "Permissions-Policy": "camera=(self), microphone=(), geolocation=(), payment=(), usb=()",
 }
+NO_STORE = "no-store"
 # Only over HTTPS (a TLS-terminating proxy with uvicorn's --proxy-headers makes the scheme https):
 # over plain HTTP browsers ignore it, and it must not pin a development host on localhost.
 HSTS = "max-age=31536000"
@@ -56,11 +61,19 @@ class SecurityHeaders:
                 headers = MutableHeaders(scope=message)
                 for name, value in HEADERS.items():
                     headers.setdefault(name, value)
+                if not is_frontend_file(scope):
+                    headers.setdefault("Cache-Control", NO_STORE)
                 if scope.get("scheme") == "https":
                     headers.setdefault("Strict-Transport-Security", HSTS)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def is_frontend_file(scope: Scope) -> bool:
+    """Whether the UI's static files answered (routing marks the scope), rather than the API."""
+    fastapi_scope = scope.get("fastapi")
+    return isinstance(fastapi_scope, dict) and "frontend_path" in fastapi_scope
 
 
 DOCS_HTML = """<!doctype html>

@@ -318,7 +318,7 @@ class Server:
         self.tmp = Path(tempfile.mkdtemp(prefix="whatsmyage-load-"))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.token = secrets.token_urlsafe(16)
+        self.token = secrets.token_urlsafe(32)
         env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
         env |= {"WMA_DATA_DIR": str(self.tmp), "WMA_FRONTEND_DIR": str(self.tmp / "none"), "ADMIN_TOKEN": self.token,
                 "WMA_RATE_LIMIT_PER_MINUTE": "0"}

@@ -1,7 +1,8 @@
 """Submissions: a photo stored with consent, its owner's first name and age, and the prediction.
 
-POST is open to anyone; reading needs the admin token; deleting needs the admin token or the
-deletion token handed out once when the submission was stored.
+POST is open to anyone; listing needs the admin token; reading one and deleting it need the admin
+token or the deletion token handed out once when the submission was stored. Every read and deletion
+is recorded in the audit trail (`api.audit`).
 """
 
 from __future__ import annotations
@@ -14,15 +15,17 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Header, Query, Response
+from fastapi import APIRouter, Depends, Form, Header, Query, Response
 from pydantic import AfterValidator, BeforeValidator
 from pydantic_core import PydanticCustomError
 from sqlalchemy import func
 from sqlalchemy.orm import defer
 from sqlmodel import col, select
 
+from api import audit
 from api.deps import (
     AdminDep,
+    AuthGuardDep,
     BearerDep,
     MetricsDep,
     MultipartDep,
@@ -30,7 +33,7 @@ from api.deps import (
     SessionDep,
     SettingsDep,
     SlotsDep,
-    check_admin,
+    authenticate_admin,
     hash_token,
     read_upload,
 )
@@ -189,17 +192,22 @@ async def create_submission(image: ImageFile, first_name: FirstName, true_age: T
 
 
 @router.get("", dependencies=[AdminDep], summary="List submissions (admin)",
-            responses=problem_responses(401, 403, 422))
+            responses=problem_responses(401, 403, 422, 429))
 async def list_submissions(session: SessionDep, limit: Annotated[int, Query(ge=1, le=100)] = 20,
                            offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> SubmissionPage:
-    """Newest first, without the photos' bytes (each item's `image.url` serves its photo)."""
+    """Newest first, without the photos' bytes (each item's `image.url` serves its photo). Each page
+    read is recorded in the audit trail, with the ids it showed."""
     total = (await session.exec(select(func.count()).select_from(Submission))).one()
-    rows = await session.exec(
+    rows = (await session.exec(
         select(Submission).options(defer(Submission.img_data))  # type: ignore[arg-type]
         .order_by(col(Submission.created_at).desc(), col(Submission.id).desc())
         .offset(offset).limit(limit)
-    )
-    return SubmissionPage(items=[SubmissionRead.of(r) for r in rows], total=total, limit=limit, offset=offset)
+    )).all()
+    page = SubmissionPage(items=[SubmissionRead.of(r) for r in rows], total=total, limit=limit, offset=offset)
+    audit.record(session, action=audit.SUBMISSIONS_LIST, actor="admin",
+                 detail={"limit": limit, "offset": offset, "submission_ids": [str(r.id) for r in rows]})
+    await session.commit()
+    return page
 
 
 async def _get(session: SessionDep, submission_id: uuid.UUID) -> Submission:
@@ -209,24 +217,65 @@ async def _get(session: SessionDep, submission_id: uuid.UUID) -> Submission:
     return row
 
 
-@router.get("/{submission_id}", dependencies=[AdminDep], summary="Read one submission (admin)",
-            responses=problem_responses(401, 403, 404, 422))
-async def read_submission(submission_id: uuid.UUID, session: SessionDep) -> SubmissionRead:
-    return SubmissionRead.of(await _get(session, submission_id))
+@dataclass(frozen=True, slots=True)
+class Access:
+    """Who is asking for one submission, and that submission (without its photo's bytes)."""
+
+    actor: audit.Actor  # "owner" (its deletion token) or "admin"
+    submission: Submission
 
 
-@router.get("/{submission_id}/image", dependencies=[AdminDep], summary="The stored photo (admin)",
+DeletionTokenHeader = Annotated[str | None, Header(
+    description="The token returned when the submission was stored: its owner's key to read and delete it.")]
+
+
+async def submission_access(submission_id: uuid.UUID, session: SessionDep, settings: SettingsDep,
+                            credentials: BearerDep, guard: AuthGuardDep,
+                            x_deletion_token: DeletionTokenHeader = None) -> Access:
+    """The submission's owner (with `X-Deletion-Token`) or the admin (with the bearer token), else an error.
+
+    Without a deletion token the admin token is needed (401/403); with one, it must be this
+    submission's (403 `invalid_deletion_token`). Wrong tokens count against the client's address,
+    which gets 429 after 10 a minute (`api.throttle`). An unknown id is 404."""
+    await guard.check()
+    if x_deletion_token is None:
+        await authenticate_admin(settings, credentials, guard)
+        return Access("admin", await _get(session, submission_id))
+    row = await _get(session, submission_id)
+    if not secrets.compare_digest(hash_token(x_deletion_token), row.deletion_token_hash):
+        await guard.failed("deletion")
+        raise InvalidDeletionToken()
+    return Access("owner", row)
+
+
+AccessDep = Annotated[Access, Depends(submission_access)]
+
+
+@router.get("/{submission_id}", summary="Read one submission (its owner, or admin)",
+            responses=problem_responses(401, 403, 404, 422, 429))
+async def read_submission(access: AccessDep, session: SessionDep) -> SubmissionRead:
+    """Everything stored about one submission but the photo's bytes (`image.url` serves them). Its owner
+    (with `X-Deletion-Token`) and the admin (`Authorization: Bearer`) see exactly the same."""
+    row = access.submission
+    audit.record(session, action=audit.SUBMISSION_READ, actor=access.actor, submission_id=row.id)
+    await session.commit()
+    return SubmissionRead.of(row)
+
+
+@router.get("/{submission_id}/image", summary="The stored photo (its owner, or admin)",
             response_class=Response,
             responses={200: {"content": {"image/jpeg": {}}, "description": "The re-encoded JPEG."},
-                       **problem_responses(401, 403, 404, 422)})
-async def read_submission_image(submission_id: uuid.UUID, session: SessionDep) -> Response:
-    found = (await session.exec(
-        select(Submission.img_data, Submission.img_content_type).where(Submission.id == submission_id)
-    )).first()
-    if found is None:
+                       **problem_responses(401, 403, 404, 422, 429)})
+async def read_submission_image(access: AccessDep, session: SessionDep) -> Response:
+    """The photo as stored: re-encoded JPEG, without metadata. Its owner (with `X-Deletion-Token`) and the
+    admin (`Authorization: Bearer`) see exactly the same."""
+    submission_id = access.submission.id
+    data = (await session.exec(select(Submission.img_data).where(Submission.id == submission_id))).first()
+    if data is None:  # withdrawn between the two queries
         raise NotFound("No such submission.")
-    data, content_type = found
-    return Response(data, media_type=content_type, headers={
+    audit.record(session, action=audit.SUBMISSION_IMAGE_READ, actor=access.actor, submission_id=submission_id)
+    await session.commit()
+    return Response(data, media_type=access.submission.img_content_type, headers={
         "Cache-Control": "private, no-store",
         "Content-Disposition": f'inline; filename="{submission_id}.jpg"',
         "X-Content-Type-Options": "nosniff",
@@ -235,20 +284,13 @@ async def read_submission_image(submission_id: uuid.UUID, session: SessionDep) -
 
 @router.delete("/{submission_id}", status_code=204, response_class=Response,
                summary="Withdraw a submission (its owner, or admin)",
-               responses=problem_responses(401, 403, 404, 422))
-async def delete_submission(
-    submission_id: uuid.UUID, session: SessionDep, settings: SettingsDep, credentials: BearerDep, metrics: MetricsDep,
-    x_deletion_token: Annotated[str | None, Header(description="The token returned when it was stored.")] = None,
-) -> Response:
+               responses=problem_responses(401, 403, 404, 422, 429))
+async def delete_submission(access: AccessDep, session: SessionDep, metrics: MetricsDep) -> Response:
     """With `X-Deletion-Token` the submitter withdraws their own submission; without it, the admin
-    token is needed. 204, then 404 for good."""
-    if x_deletion_token is None:
-        check_admin(settings, credentials)
-    row = await _get(session, submission_id)
-    if x_deletion_token is not None and not secrets.compare_digest(
-            hash_token(x_deletion_token), row.deletion_token_hash):
-        raise InvalidDeletionToken()
+    token is needed. The row, its photo and its idempotency key go together; 204, then 404 for good."""
+    row = access.submission
+    audit.record(session, action=audit.SUBMISSION_DELETE, actor=access.actor, submission_id=row.id)
     await session.delete(row)
     await session.commit()
-    metrics.deleted.labels("owner" if x_deletion_token is not None else "admin").inc()
+    metrics.deleted.labels(access.actor).inc()
     return Response(status_code=204)

@@ -32,7 +32,7 @@ from api.main import create_app
 from ml.agemodel import read_metadata
 from ml.predictor import DEFAULT_AGE_WEIGHTS
 
-ADMIN_TOKEN = "test-admin-token-0123456789"
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef0123456789"  # 32 characters at least
 # What the service must report: the version recorded in the shipped weights file.
 SHIPPED_VERSION = read_metadata(DEFAULT_AGE_WEIGHTS)["version"]
 FIXTURES = Path(__file__).parent.parent / "fixtures"

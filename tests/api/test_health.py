@@ -18,10 +18,10 @@ async def test_health_is_ok_with_the_database_and_model_version(client):
 async def test_openapi_documents_every_route_with_models_and_problem_errors(client):
     spec = (await client.get("/openapi.json")).json()
     assert set(spec["paths"]) == {"/detect", "/predict", "/submissions", "/submissions/{submission_id}",
-                                  "/submissions/{submission_id}/image", "/healthz"}
+                                  "/submissions/{submission_id}/image", "/audit", "/healthz"}
     schemas = spec["components"]["schemas"]
     assert {"Problem", "FieldError", "PredictResponse", "DetectResponse", "SubmissionCreated", "SubmissionRead",
-            "SubmissionPage", "Health"} <= set(schemas)
+            "SubmissionPage", "AuditPage", "AuditEventRead", "Health"} <= set(schemas)
     assert "HTTPValidationError" not in schemas
     health_503 = spec["paths"]["/healthz"]["get"]["responses"]["503"]["content"]["application/json"]
     assert health_503["schema"]["$ref"].endswith("/Health")

@@ -126,7 +126,7 @@ async def test_labels_hold_route_templates_never_raw_paths_or_query_strings(clie
 
 
 async def test_metrics_need_the_metrics_token_when_one_is_set(app, client, settings):
-    token = "metrics-token-0123456789"
+    token = "metrics-token-0123456789abcdef0123456789"
     app.dependency_overrides[get_settings] = lambda: settings.model_copy(update={"metrics_token": SecretStr(token)})
     assert_problem(await client.get("/metrics"), 401, "not_authenticated")
     assert_problem(await client.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}),
