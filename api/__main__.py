@@ -89,7 +89,8 @@ def purge(settings: Settings, days: int | None) -> None:
 
     days = days or settings.retention_days
     if days is None:
-        sys.exit("whatsmyage: retention is off: set WMA_RETENTION_DAYS (or pass --days N) to purge")
+        print("whatsmyage: retention is off: set WMA_RETENTION_DAYS (or pass --days N) to purge", file=sys.stderr)
+        sys.exit(2)
 
     async def run(url: str) -> retention.Purged:
         engine = db.create_engine(url)

@@ -28,7 +28,7 @@ import uuid
 from typing import Any, Literal, get_args
 
 from sqlalchemy import event
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.logs import request_id
@@ -75,7 +75,7 @@ def _pending(session: Session) -> list[dict[str, Any]]:
     if _PENDING not in session.info:
         session.info[_PENDING] = []
         event.listen(session, "after_commit", _log_committed)
-        event.listen(session, "after_rollback", _forget)
+        event.listen(session, "after_soft_rollback", _forget)
     return session.info[_PENDING]
 
 
@@ -85,5 +85,6 @@ def _log_committed(session: Session) -> None:
         log.info("audit", extra=line)
 
 
-def _forget(session: Session) -> None:
-    session.info[_PENDING] = []
+def _forget(session: Session, previous_transaction: SessionTransaction) -> None:
+    if not previous_transaction.nested:  # the whole transaction, not a savepoint inside it
+        session.info[_PENDING] = []

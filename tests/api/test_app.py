@@ -86,7 +86,8 @@ async def test_cors_is_off_unless_origins_are_configured(origins):
 
 
 def test_settings_come_from_the_documented_environment_names(monkeypatch):
-    env = {"DATABASE_URL": "postgres://u@db:5432/wma", "ADMIN_TOKEN": "t0k3n-0123456789abcdef0123456789abcdef", "WMA_MAX_UPLOAD_BYTES": "1000",
+    env = {"DATABASE_URL": "postgres://u@db:5432/wma", "ADMIN_TOKEN": "t0k3n-0123456789abcdef0123456789abcdef",
+           "WMA_MAX_UPLOAD_BYTES": "1000",
            "WMA_MAX_IMAGE_PIXELS": "2000", "WMA_MAX_FACES": "3", "WMA_CONCURRENCY_SLOTS": "4",
            "WMA_SLOT_WAIT_SECONDS": "0.5", "WMA_DATA_DIR": "/srv/data", "WMA_CORS_ORIGINS": "https://a, https://b",
            "WMA_FRONTEND_DIR": "/srv/ui", "WMA_HOST": "0.0.0.0", "WMA_PORT": "9000"}

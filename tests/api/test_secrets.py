@@ -16,8 +16,8 @@ GOOD = "0123456789abcdef0123456789abcdef"  # 32 characters
 
 
 @pytest.mark.parametrize("name", ["admin_token", "metrics_token"])
-@pytest.mark.parametrize("value", ["x", "change-me-admin-token", GOOD[:-1], " " + GOOD[:-1], GOOD[:16] + " " + GOOD[16:],
-                                   GOOD + "\t", GOOD + "\x00"])
+@pytest.mark.parametrize("value", ["x", "change-me-admin-token", GOOD[:-1], " " + GOOD[:-1],
+                                   GOOD[:16] + " " + GOOD[16:], GOOD + "\t", GOOD + "\x00"])
 def test_a_short_or_spaced_secret_is_refused(name, value):
     with pytest.raises(ValidationError) as info:
         Settings(_env_file=None, **{name: value})
