@@ -78,18 +78,17 @@ async function problemFrom(response) {
   };
 }
 
-/**
- * fetch() that resolves with the parsed JSON body (or null for 204) and throws ApiError otherwise.
- */
-export async function request(path, { method = "GET", body, headers = {}, signal } = {}) {
+/** fetch() that resolves with the response when it is 2xx and throws ApiError otherwise. */
+async function send(path, { method = "GET", body, headers = {}, signal, accept = "application/json" } = {}) {
   let response;
   try {
     response = await fetch(path, {
       method,
       body,
-      headers: { Accept: "application/json, application/problem+json", ...headers },
+      headers: { Accept: `${accept}, application/problem+json`, ...headers },
       signal,
       credentials: "same-origin",
+      cache: "no-store",
     });
   } catch (error) {
     if (error?.name === "AbortError") throw error;
@@ -107,6 +106,14 @@ export async function request(path, { method = "GET", body, headers = {}, signal
     if (retryAfter) problem.retry_after = retryAfter;
     throw new ApiError(problem);
   }
+  return response;
+}
+
+/**
+ * fetch() that resolves with the parsed JSON body (or null for 204) and throws ApiError otherwise.
+ */
+export async function request(path, options = {}) {
+  const response = await send(path, options);
   if (response.status === 204) return null;
   const text = await response.text();
   if (!text) return null;
@@ -141,6 +148,20 @@ export function createSubmission({ image, filename, firstName, trueAge, consent 
   form.append("true_age", String(trueAge));
   form.append("consent", consent ? "true" : "false");
   return request("/submissions", { method: "POST", body: form });
+}
+
+/** GET /submissions/{id} with the submitter's deletion token: everything stored but the photo. */
+export function readSubmission(id, token) {
+  return request(`/submissions/${encodeURIComponent(id)}`, { headers: { "X-Deletion-Token": token } });
+}
+
+/** GET /submissions/{id}/image with the submitter's deletion token: the stored photo, as a Blob. */
+export async function readSubmissionImage(id, token) {
+  const response = await send(`/submissions/${encodeURIComponent(id)}/image`, {
+    headers: { "X-Deletion-Token": token },
+    accept: "image/jpeg",
+  });
+  return response.blob();
 }
 
 /** DELETE /submissions/{id} with the submitter's deletion token. */

@@ -2,7 +2,15 @@
 // Views render from the store; the DOM is found through data-* attributes; anything the user
 // typed or the server echoed is inserted with textContent only.
 
-import { ApiError, createSubmission, deleteSubmission, fieldMessages, predict } from "./api.js";
+import {
+  ApiError,
+  createSubmission,
+  deleteSubmission,
+  fieldMessages,
+  predict,
+  readSubmission,
+  readSubmissionImage,
+} from "./api.js";
 import { EXAMPLES, exampleBlob, loadExamples } from "./examples.js";
 import { faceDescription, formatAge, formatInterval, largestIndex, renderPhoto, round1 } from "./overlay.js";
 import { store } from "./state.js";
@@ -246,6 +254,9 @@ function placeProblem(error) {
   return { formError: problem.title && problem.title !== detail ? `${problem.title}: ${detail}` : detail };
 }
 
+// "hidden" | "loading" | "shown"; `record` is GET /submissions/{id}, `photoUrl` a blob: URL of the stored photo.
+const NO_STORED_VIEW = Object.freeze({ state: "hidden", record: null, photoUrl: null });
+
 function newResult({ mode, photo, trueAge, firstName, image, faces, submission = null }) {
   const primary = largestIndex(faces);
   const face = primary >= 0 ? faces[primary] : null;
@@ -266,6 +277,8 @@ function newResult({ mode, photo, trueAge, firstName, image, faces, submission =
     submission, // {id, token} while the data is stored and can be deleted
     deleteState: "idle", // "idle" | "deleting" | "deleted"
     deleteError: "",
+    storedView: NO_STORED_VIEW, // what the server keeps, fetched with the token on request
+    storedError: "",
   };
 }
 
@@ -333,6 +346,7 @@ async function onSubmit(event) {
     const old = store.state.result;
     store.set({ busy: false, result });
     releaseUrl(old?.photoUrl);
+    if (old?.storedView.photoUrl) URL.revokeObjectURL(old.storedView.photoUrl);
     go("#/result", resultSummary(result));
   } catch (error) {
     if (error instanceof ApiError) {
@@ -371,7 +385,14 @@ async function onDelete() {
   store.set({ status: "Deleting your data…" });
   try {
     await deleteSubmission(result.submission.id, result.submission.token);
-    updateResult({ deleteState: "deleted", submission: { id: result.submission.id, token: null } });
+    const photoUrl = store.state.result?.storedView.photoUrl;
+    updateResult({
+      deleteState: "deleted",
+      submission: { id: result.submission.id, token: null },
+      storedView: NO_STORED_VIEW,
+      storedError: "",
+    });
+    if (photoUrl) URL.revokeObjectURL(photoUrl);
     store.set({ status: "Your data was deleted." });
     $("[data-deleted-title]").focus();
   } catch (error) {
@@ -383,13 +404,86 @@ async function onDelete() {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Seeing what is stored, and keeping the key
+
+async function onShowStored() {
+  const result = store.state.result;
+  const submission = result?.submission;
+  if (!submission?.token || result.deleteState !== "idle") return;
+  const view = result.storedView;
+  if (view.state === "loading") return;
+  if (view.state === "shown") {
+    updateResult({ storedView: { ...view, state: "hidden" } });
+    return;
+  }
+  updateResult({ storedView: { ...view, state: "loading" }, storedError: "" });
+  store.set({ status: "Fetching what is stored…" });
+  try {
+    const [record, photo] = await Promise.all([
+      readSubmission(submission.id, submission.token),
+      readSubmissionImage(submission.id, submission.token),
+    ]);
+    const current = store.state.result;
+    if (current?.submission?.id !== submission.id || current.deleteState !== "idle") return; // gone meanwhile
+    if (current.storedView.photoUrl) URL.revokeObjectURL(current.storedView.photoUrl);
+    updateResult({ storedView: { state: "shown", record, photoUrl: URL.createObjectURL(photo) } });
+    store.set({ status: "This is what is stored about you." });
+    $("#stored-view-title").focus();
+  } catch (error) {
+    const message = error instanceof ApiError ? error.message : `Something went wrong in this page: ${error.message || error}`;
+    if (!(error instanceof ApiError)) console.error(error);
+    updateResult({ storedView: { ...store.state.result.storedView, state: "hidden" }, storedError: `What is stored could not be fetched: ${message}` });
+    store.set({ status: "" });
+    $("[data-show-stored]").focus();
+  }
+}
+
+function submissionUrl(submission) {
+  return new URL(`/submissions/${encodeURIComponent(submission.id)}`, location.origin).href;
+}
+
+function keyFileText(submission) {
+  const url = submissionUrl(submission);
+  const header = `-H "X-Deletion-Token: ${submission.token}"`;
+  return [
+    "whatsmyage: your key to the data you stored",
+    "",
+    `Server:     ${location.origin}`,
+    `Submission: ${submission.id}`,
+    `Key:        ${submission.token}`,
+    "",
+    "Keep this file private: whoever has the key can see and delete this data.",
+    "",
+    "See what is stored:",
+    `  curl ${header} ${url}`,
+    `  curl ${header} -o photo.jpg ${url}/image`,
+    "Delete it:",
+    `  curl -X DELETE ${header} ${url}`,
+    "",
+  ].join("\n");
+}
+
+function onSaveKey() {
+  const submission = store.state.result?.submission;
+  if (!submission?.token) return;
+  const url = URL.createObjectURL(new Blob([keyFileText(submission)], { type: "text/plain;charset=utf-8" }));
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = `whatsmyage-key-${submission.id.slice(0, 8)}.txt`;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  store.set({ status: "Your key is saved as a text file (see your downloads)." });
+}
+
 function updateResult(patch) {
   store.set((state) => ({ result: state.result ? { ...state.result, ...patch } : null }));
 }
 
 function deleteCommand(result) {
-  const url = new URL(`/submissions/${encodeURIComponent(result.submission.id)}`, location.origin);
-  return `curl -X DELETE -H "X-Deletion-Token: ${result.submission.token}" ${url}`;
+  return `curl -X DELETE -H "X-Deletion-Token: ${result.submission.token}" ${submissionUrl(result.submission)}`;
 }
 
 async function onCopy() {
@@ -600,9 +694,44 @@ function renderResult(state, previous) {
   } else {
     $("[data-delete-command]").value = "";
   }
+  renderStoredView(result, stored);
   const error = $("[data-result-error]");
   error.textContent = result.deleteError;
   error.hidden = !result.deleteError;
+}
+
+function renderStoredView(result, stored) {
+  const view = result.storedView;
+  const button = $("[data-show-stored]");
+  button.disabled = view.state === "loading" || result.deleteState !== "idle";
+  button.textContent = { loading: "Fetching…", shown: "Hide what is stored" }[view.state] ?? "See what is stored";
+  button.setAttribute("aria-expanded", String(view.state === "shown"));
+  $("[data-stored-view]").hidden = !stored || view.state !== "shown";
+  const record = view.record;
+  if (record) {
+    const fields = {
+      first_name: record.first_name,
+      true_age: `${record.true_age} years`,
+      predicted_age: `${formatAge(record.predicted_age)} years`,
+      model_version: record.model_version,
+      created_at: new Date(record.created_at).toLocaleString(),
+      image: `${record.image.filename}: ${record.image.content_type}, ${record.image.width} × ${record.image.height} pixels`,
+      id: record.id,
+    };
+    for (const [name, value] of Object.entries(fields)) $(`[data-stored-field="${name}"]`).textContent = String(value);
+  }
+  const photo = $("[data-stored-photo]");
+  if (view.photoUrl) {
+    if (photo.getAttribute("src") !== view.photoUrl) photo.src = view.photoUrl;
+    photo.alt = "Your photo as it is stored";
+    photo.hidden = false;
+  } else {
+    photo.removeAttribute("src");
+    photo.hidden = true;
+  }
+  const error = $("[data-stored-error]");
+  error.textContent = stored ? result.storedError : "";
+  error.hidden = !stored || !result.storedError;
 }
 
 function renderStatus(state) {
@@ -627,6 +756,8 @@ function start() {
   setupExamples();
   $("[data-form]").addEventListener("submit", onSubmit);
   $("[data-delete]").addEventListener("click", onDelete);
+  $("[data-show-stored]").addEventListener("click", onShowStored);
+  $("[data-save-key]").addEventListener("click", onSaveKey);
   $("[data-copy]").addEventListener("click", onCopy);
   // Clear a field's message as soon as it is edited.
   for (const field of ["true_age", "first_name", "consent"]) {

@@ -114,6 +114,75 @@ def test_consent_stores_the_submission_and_delete_my_data_removes_it(
     assert live_server.admin_get(f"/submissions/{submission_id}").status_code == 404
 
 
+def test_see_what_is_stored_and_save_the_key_as_a_text_file(
+    page: Page, live_server: LiveServer, output_path: str
+) -> None:
+    """The result page shows what the server keeps, fetched with the person's own key (not the admin's),
+    and saves that key as a small text file, all under the app's own Content-Security-Policy."""
+    open_home(page, live_server)
+    fill_form(page, age="45", name="Eileen", consent=True)
+    with page.expect_response(lambda r: r.url.endswith("/submissions") and r.request.method == "POST") as info:
+        page.get_by_role("button", name="Estimate my age").click()
+    created = info.value.json()
+    submission_id, token = created["id"], created["deletion_token"]
+    expect(page.get_by_role("heading", name="Your data is stored")).to_be_visible()
+    sent: list[Request] = []
+    page.on("request", lambda r: sent.append(r) if submission_id in r.url else None)
+
+    show = page.get_by_role("button", name="See what is stored")
+    expect(show).to_have_attribute("aria-expanded", "false")
+    with page.expect_response(lambda r: r.url.endswith(f"/submissions/{submission_id}/image")) as image:
+        show.click()
+    assert image.value.status == 200 and image.value.headers["cache-control"] == "private, no-store"
+    view = page.get_by_role("region", name="What is stored")
+    expect(view).to_be_visible()
+    expect(page.get_by_role("heading", name="What is stored")).to_be_focused()
+    expect(page.get_by_role("button", name="Hide what is stored")).to_have_attribute("aria-expanded", "true")
+
+    as_admin = live_server.admin_get(f"/submissions/{submission_id}").json()
+    expect(view.locator('[data-stored-field="first_name"]')).to_have_text("Eileen")
+    expect(view.locator('[data-stored-field="true_age"]')).to_have_text("45 years")
+    expect(view.locator('[data-stored-field="predicted_age"]')).to_have_text(f"{as_admin['predicted_age']:.1f} years")
+    expect(view.locator('[data-stored-field="model_version"]')).to_have_text(as_admin["model_version"])
+    expect(view.locator('[data-stored-field="id"]')).to_have_text(submission_id)
+    expect(view.locator('[data-stored-field="image"]')).to_contain_text("image/jpeg, 512 × 512 pixels")
+    photo = view.get_by_role("img", name="Your photo as it is stored")
+    expect(photo).to_have_attribute("src", re.compile("^blob:"))
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=photo.element_handle())
+    assert photo.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [512, 512]
+    # Both reads carried the person's key, and nothing of the admin's.
+    reads = [r for r in sent if r.method == "GET"]
+    assert sorted(urlsplit(r.url).path for r in reads) == [f"/submissions/{submission_id}",
+                                                           f"/submissions/{submission_id}/image"]
+    for request in reads:
+        headers = request.all_headers()
+        assert headers["x-deletion-token"] == token and "authorization" not in headers
+    page.screenshot(path=Path(output_path) / "result-what-is-stored.png", full_page=True)
+
+    page.get_by_text("Keep your key").click()
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Save the key as a text file").click()
+    download = download_info.value
+    assert download.suggested_filename == f"whatsmyage-key-{submission_id[:8]}.txt"
+    key_file = Path(download.path()).read_text()
+    assert f"Key:        {token}" in key_file and f"Submission: {submission_id}" in key_file
+    assert len(key_file) < 1500 and "Eileen" not in key_file
+    # The commands in the file work as written: the key reads the submission.
+    read = re.search(r'curl -H "X-Deletion-Token: (\S+)" (\S+)\n', key_file)
+    assert read and read.group(2) == f"{live_server.url}/submissions/{submission_id}"
+    with httpx.Client() as client:
+        assert client.get(read.group(2), headers={"X-Deletion-Token": read.group(1)}).json() == as_admin
+
+    page.get_by_role("button", name="Hide what is stored").click()
+    expect(view).to_be_hidden()
+    with page.expect_response(lambda r: r.request.method == "DELETE") as deleted:
+        page.get_by_role("button", name="Delete my data").click()
+    assert deleted.value.status == 204
+    expect(page.get_by_role("heading", name="Your data was deleted")).to_be_focused()
+    expect(page.get_by_role("button", name="See what is stored")).to_have_count(0)
+    assert live_server.admin_get(f"/submissions/{submission_id}").status_code == 404
+
+
 @pytest.mark.parametrize(
     ("field", "values", "message"),
     [
