@@ -180,6 +180,7 @@ async def authenticate_admin(settings: Settings, credentials: HTTPAuthorizationC
                              guard: AuthGuard) -> None:
     """`check_admin`, counting a wrong token as a failed authentication of the client's address.
     The caller has passed `guard.check()` first."""
+    guard.gate()  # no await from here to the comparison
     try:
         check_admin(settings, credentials)
     except InvalidToken:

@@ -15,6 +15,11 @@ so that an address it knows to be blocked is answered without a query. If the da
 reached, each worker goes on with its own counts (so `/metrics` keeps answering). Rows are removed
 by the hourly purge (`api.retention`) once their window has passed.
 
+Simultaneous guesses: right before a token is compared, `gate()` looks at this worker's count again,
+and a failure is added to it before anything is awaited, so within one worker no more than `LIMIT`
+wrong tokens are ever compared in a window, however many arrive at once. Guesses sent at the same
+moment to W workers or replicas can get up to `LIMIT` compared on each before all of them know.
+
 Counted in `/metrics` (`whatsmyage_auth_failures_total{kind}`, `whatsmyage_auth_throttled_total`);
 each failure is logged with its kind and count, and the moment an address is blocked with the
 address, never with the token.
@@ -65,6 +70,14 @@ class FailedAuthentications:
         while len(self._seen) > self.max_clients:
             self._seen.popitem(last=False)
 
+    def _merge(self, client: str, start: datetime, failures: int) -> tuple[datetime, int]:
+        """What the database says, without losing this worker's failures that it has not counted yet."""
+        seen_start, seen_failures = self._seen.get(client, (start, 0))
+        if seen_start == start:
+            failures = max(failures, seen_failures)
+        self._remember(client, start, failures)
+        return start, failures
+
     def _blocked_for(self, client: str, now: datetime) -> float:
         """Seconds until `client` may try again, as far as this worker knows; 0 when it may now."""
         start, failures = self._seen.get(client, (now, 0))
@@ -84,29 +97,38 @@ class FailedAuthentications:
         async with _database_or_local(session, "check"):
             row = (await session.exec(query)).first()  # type: ignore[call-overload]
             if row is not None:
-                self._remember(client, row.window_start, row.failures)
-        if left := self._blocked_for(client, now):
+                self._merge(client, row.window_start, row.failures)
+        self.gate(client)
+
+    def gate(self, client: str) -> None:
+        """Right before a token is compared, with no await in between: 429 if this worker's count, which
+        includes the failures of requests still in flight, has reached the limit meanwhile."""
+        if left := self._blocked_for(client, self.clock()):
             raise self._refuse(left)
 
     async def failed(self, session: AsyncSession, client: str, kind: Kind) -> None:
         """Count a wrong token from `client` (committed at once); the caller then answers 401 or 403."""
         now = self.clock()
         self.metrics.auth_failures.labels(kind).inc()
-        start, failures = self._seen.get(client, (now, 0))  # what this worker counts if the database is down
+        # In this worker's count first, before any await: a request comparing its token next sees it.
+        start, failures = self._seen.get(client, (now, 0))
         start, failures = (start, failures + 1) if start > now - self.window else (now, 1)
+        self._remember(client, start, failures)
         table = AuthThrottle.__table__
         expired = table.c.window_start <= now - self.window  # in DO UPDATE, the row already there
-        upsert = insert(table).values(client=client, window_start=now, failures=1).on_conflict_do_update(
+        # A new row starts the window this worker counts in, so that its requests in flight agree on it.
+        upsert = insert(table).values(client=client, window_start=start, failures=1).on_conflict_do_update(
             index_elements=[table.c.client],
             set_={"failures": case((expired, 1), else_=table.c.failures + 1),
                   "window_start": case((expired, now), else_=table.c.window_start)},
         ).returning(table.c.window_start, table.c.failures)
+        count = failures  # this failure's number in its window: the database's, unless it is down
         async with _database_or_local(session, "count"):
-            start, failures = (await session.exec(upsert)).one()
+            start, count = (await session.exec(upsert)).one()  # one atomic increment: each number once
             await session.commit()
-        self._remember(client, start, failures)
-        log.warning("authentication failed", extra={"kind": kind, "failures": failures})
-        if failures == self.limit:
+            self._merge(client, start, count)
+        log.warning("authentication failed", extra={"kind": kind, "failures": count})
+        if count == self.limit:
             left = (start + self.window - now).total_seconds()
             log.warning("address throttled", extra={"client": client, "retry_after_s": round(left, 1)})
 
@@ -134,6 +156,9 @@ class AuthGuard:
 
     async def check(self) -> None:
         await self.throttle.check(self.session, self.client)
+
+    def gate(self) -> None:
+        self.throttle.gate(self.client)
 
     async def failed(self, kind: Kind) -> None:
         await self.throttle.failed(self.session, self.client, kind)

@@ -21,6 +21,7 @@ async def require_metrics_token(settings: SettingsDep, credentials: BearerDep, g
     await guard.check()
     if credentials is None:
         raise NotAuthenticated("Send the metrics token as `Authorization: Bearer <token>`.")
+    guard.gate()  # no await from here to the comparison
     if not tokens_match(credentials.credentials, expected):
         await guard.failed("metrics")
         raise InvalidToken("The metrics token is not valid.")

@@ -242,6 +242,7 @@ async def submission_access(submission_id: uuid.UUID, session: SessionDep, setti
         await authenticate_admin(settings, credentials, guard)
         return Access("admin", await _get(session, submission_id))
     row = await _get(session, submission_id)
+    guard.gate()  # no await from here to the comparison
     if not secrets.compare_digest(hash_token(x_deletion_token), row.deletion_token_hash):
         await guard.failed("deletion")
         raise InvalidDeletionToken()

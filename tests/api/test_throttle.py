@@ -5,6 +5,7 @@ address only; shared by workers through the database; counted in /metrics; logge
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -226,6 +227,23 @@ async def test_two_workers_share_the_count_through_postgres(settings, scratch_ur
     finally:
         await engine.dispose()
     assert failures == 10
+
+
+@pytest.mark.slow
+async def test_simultaneous_guesses_are_held_to_ten_in_one_worker(settings, scratch_url, face_png):
+    """All sent at once (each request awaits the database between its check and its comparison): no
+    more than ten are compared, whichever arrive first; the rest are 429."""
+    async with worker(settings, scratch_url) as app:
+        async with app(new_address()) as client:
+            statuses = await asyncio.gather(*(client.get("/submissions", headers=WRONG) for _ in range(30)))
+        assert sorted(r.status_code for r in statuses) == [401] * 10 + [429] * 20
+        async with app(new_address()) as owner:
+            sub = await create(owner, face_png)
+        async with app(new_address()) as client:
+            statuses = await asyncio.gather(*(client.delete(f"/submissions/{sub['id']}",
+                                                            headers={"X-Deletion-Token": f"guess-{i}"})
+                                              for i in range(30)))
+        assert sorted(r.status_code for r in statuses) == [403] * 10 + [429] * 20
 
 
 # --- the database down ------------------------------------------------------------------------------
