@@ -35,7 +35,9 @@ MULTIPART_OVERHEAD = 64 * 1024  # the form fields and part headers around the ph
 DESCRIPTION = """Estimates a person's apparent age from a photo.
 
 `/detect` and `/predict` store nothing. `/submissions` stores a photo only with explicit consent and
-returns a one-time deletion token. Every error is `application/problem+json` with a stable `code`.
+returns a one-time deletion token, with which its owner reads (`GET /submissions/{id}`, `/image`) and
+deletes it. Admin reads and every deletion are recorded (`GET /audit`). Every error is
+`application/problem+json` with a stable `code`.
 """
 
 

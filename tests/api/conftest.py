@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -27,8 +27,9 @@ from starlette.types import ASGIApp
 
 from api import db
 from api.config import Settings
-from api.deps import get_session
+from api.deps import get_auth_throttle, get_session
 from api.main import create_app
+from api.throttle import FailedAuthentications
 from ml.agemodel import read_metadata
 from ml.predictor import DEFAULT_AGE_WEIGHTS
 
@@ -148,7 +149,17 @@ def app(served: tuple[FastAPI, ASGIApp], session: AsyncSession) -> Iterator[Fast
     async def test_session() -> AsyncIterator[AsyncSession]:
         yield session
 
+    # The failed-authentication throttle remembers counts in the worker's memory too: each test gets
+    # its own, as it gets its own database rows (the app's metrics stay the shared ones).
+    fresh: list[FailedAuthentications] = []
+
+    async def test_throttle(request: Request) -> FailedAuthentications:
+        if not fresh:
+            fresh.append(FailedAuthentications(request.state.auth_throttle.metrics))
+        return fresh[0]
+
     application.dependency_overrides[get_session] = test_session
+    application.dependency_overrides[get_auth_throttle] = test_throttle
     try:
         yield application
     finally:
