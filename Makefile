@@ -31,6 +31,9 @@ run: install migrate ## serve the API and UI on http://$(HOST):$(PORT)
 migrate: install ## apply database migrations
 	$(PY) -m api migrate
 
+purge: install ## one retention purge now (WMA_RETENTION_DAYS; the service also purges hourly)
+	$(PY) -m api purge
+
 # pytest exits 5 when it collects nothing (say, a -k that matches no test): reported, not a failure.
 test: install ## run the test suite (API tests on an embedded Postgres unless TEST_DATABASE_URL is set)
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
@@ -59,4 +62,7 @@ bench-http: install ## HTTP load on loopback against a served app (starts and st
 bench-load: install ## 100 uploads at once, good and bad, against a served app: statuses, p99, memory, rows
 	$(PY) bench/load.py
 
-.PHONY: help install run migrate test lint fmt bench bench-http bench-load train evaluate
+bench-attacks: install ## token guessing and leak checks against a served app: what each attack got
+	$(PY) bench/attacks.py
+
+.PHONY: help install run migrate purge test lint fmt bench bench-http bench-load bench-attacks train evaluate
