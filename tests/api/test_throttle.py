@@ -194,6 +194,24 @@ async def test_ipv6_clients_of_one_64_share_their_count(client_from, admin):
         assert (await elsewhere.get("/submissions", headers=admin)).status_code == 200
 
 
+async def test_behind_a_trusted_proxy_the_client_address_counts(served, app, admin):
+    """As uvicorn serves it with --forwarded-allow-ips: the address is X-Forwarded-For's, not the proxy's."""
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    proxied = ProxyHeadersMiddleware(served[1], trusted_hosts="127.0.0.1")
+    transport = httpx.ASGITransport(app=proxied, client=("127.0.0.1", 50000))  # every request from the proxy
+    attacker, someone = new_address(), new_address()
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as proxy:
+        for _ in range(10):
+            response = await proxy.get("/submissions", headers=WRONG | {"X-Forwarded-For": attacker})
+            assert response.status_code == 401
+        assert_throttled(await proxy.get("/submissions", headers=admin | {"X-Forwarded-For": attacker}))
+        # A client that names another address before the attacker's: the proxy appended the real one.
+        spoofed = await proxy.get("/submissions", headers=admin | {"X-Forwarded-For": f"{someone}, {attacker}"})
+        assert_throttled(spoofed)
+        assert (await proxy.get("/submissions", headers=admin | {"X-Forwarded-For": someone})).status_code == 200
+
+
 # --- shared by workers ------------------------------------------------------------------------------
 
 
