@@ -84,6 +84,12 @@ class DetectorSettings:
     merge_overlap: float = 0.4  # intersection over the smaller box above which two boxes are one face
     min_face: float = 12.0  # pixels; smaller boxes are too small to say anything about
 
+    @classmethod
+    def v1(cls) -> DetectorSettings:
+        """The detector as served until December 2026, kept for side-by-side measurements."""
+        return cls(min_score=0.55, short_min_score=0.55, tile_min_score=0.65, tile_from=800, tile_overlap=0.25,
+                   portrait_face=0.25, merge_overlap=0.4, min_face=12.0)
+
 
 def _mediapipe() -> Any:
     """`mediapipe`, imported without its drawing helpers' matplotlib and OpenCV (about 0.4 s and 55 MB
