@@ -14,7 +14,7 @@ see every image in turn, decoded as the service decodes it, so drift of a shared
 - Gray/sepia vs colour: faces found in the gray (sepia) copies over those found in the originals.
 - UTKFace crops: the 200x200 crops of a split where the face fills the frame, with no face found.
 - Time: median ms of `detect` per photo (one thread), and on two fixed photos: a 640x480 portrait
-  (the astronaut fixture on a plain 640x480 canvas) and the 6-face photo of `--faces`.
+  (bench/predictor.py's: the astronaut fixture padded to 4:3) and the 6-face photo of `--faces`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import os
 import sys
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,8 @@ from ml.faces import DetectorSettings, FaceDetector  # noqa: E402
 from ml.images import load_image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-DETECTORS = {"old (v1)": DetectorSettings.v1(), "new": DetectorSettings()}
+DETECTORS = {"old (v1)": DetectorSettings.v1(), "new": DetectorSettings(),
+             "new+turned": replace(DetectorSettings(), turned_from=320)}
 SIZE_BANDS = [(0, 32), (32, 64), (64, 10_000)]
 
 
@@ -100,10 +102,10 @@ def main() -> None:
     parser.add_argument("--set", type=Path, default=ROOT / "data" / "detection-set")
     parser.add_argument("--faces", type=Path, default=ROOT.parent / "shared" / "data" / "faces")
     parser.add_argument("--utkface", type=Path, default=ROOT.parent / "shared" / "data" / "utkface")
-    parser.add_argument("--crops-split", default="test", help="UTKFace split whose crops are counted (never tune on test)")
+    parser.add_argument("--crops-split", default="test", help="UTKFace split whose crops are counted (not tuned on)")
     parser.add_argument("--crops", type=int, default=0, help="at most this many crops (0: all of the split)")
     parser.add_argument("--part", default="all", choices=["all", "dev", "held-out"])
-    parser.add_argument("--detectors", default=",".join(DETECTORS), help="comma-separated names of " + ", ".join(DETECTORS))
+    parser.add_argument("--detectors", default=",".join(DETECTORS), help="comma-separated, of: " + ", ".join(DETECTORS))
     args = parser.parse_args()
     manifest = args.set / "manifest.tsv"
     if not manifest.exists():
@@ -213,9 +215,10 @@ def crops_of(utkface: Path, split: str, limit: int) -> list[np.ndarray]:
 
 
 def fixed_photos(faces: Path) -> dict[str, np.ndarray]:
-    portrait = Image.new("RGB", (640, 480), (200, 200, 195))
-    portrait.paste(Image.open(ROOT / "tests" / "fixtures" / "astronaut.png").convert("RGB").resize((400, 400)), (120, 40))
-    return {"640x480 portrait": np.asarray(portrait),
+    # the 640x480 one-face photo of bench/predictor.py: the astronaut padded to 4:3, then resized
+    canvas = Image.new("RGB", (683, 512), (128, 128, 128))
+    canvas.paste(Image.open(ROOT / "tests" / "fixtures" / "astronaut.png").convert("RGB"), (85, 0))
+    return {"640x480 portrait": np.asarray(canvas.resize((640, 480), Image.Resampling.LANCZOS)),
             "6-face photo": load_image((faces / "multi_insightface_t1.jpg").read_bytes()).rgb}
 
 

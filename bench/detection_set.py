@@ -300,7 +300,8 @@ def scene(rng: np.random.Generator, pool: list[tuple[str, Box]], utkface: Path,
         size = math.exp(rng.uniform(math.log(FACE_MIN), math.log(min(FACE_MAX, 0.45 * min(w, h)))))
         s = size / fw  # crop pixels to scene pixels
         side = max(4, round(200 * s))
-        x, y = int(rng.integers(-round(fx * s) // 2, w - side + 1)), int(rng.integers(-round(fy * s) // 2, h - side + 1))
+        x = int(rng.integers(-round(fx * s) // 2, w - side + 1))
+        y = int(rng.integers(-round(fy * s) // 2, h - side + 1))
         box = (x + fx * s, y + fy * s, fw * s, fh * s)
         if box[0] < 0 or box[1] < 0 or box[0] + box[2] > w or box[1] + box[3] > h:
             continue
