@@ -99,6 +99,7 @@ class DetectorSettings:
     tile_face: float = 0.12  # tiles only when no face was found or the smallest is under this share of the long side
     fine_face: float = 0.075  # 3x3 tiles too when the smallest face found is under this share of the long side
     padded_from: int = 96  # nothing found: short-range on the image padded to twice its size (0: never)
+    padded_min_score: float = 0.75  # a real face that fills the frame scores 0.85+ there; a coffee cup 0.6
     turned_from: int = 0  # nothing found: full-range on the image turned 90/270/180 degrees (0: never; see below)
     turned_min_score: float = 0.7
 
@@ -183,7 +184,7 @@ class FaceDetector:
                     if 0 < _smallest(by_priority) < s.fine_face * max(h, w):
                         by_priority.append(_tiled(full, rgb, 3, s.tile_overlap, s.tile_min_score))
             if not any(by_priority) and s.padded_from and max(h, w) >= s.padded_from:
-                by_priority.append([f for f in _padded(short, rgb) if f.score >= s.short_min_score])
+                by_priority.append([f for f in _padded(short, rgb) if f.score >= s.padded_min_score])
             if not any(by_priority) and s.turned_from and max(h, w) >= s.turned_from:
                 by_priority.append(_turned(full, rgb, s.turned_min_score))
         faces = _merge(by_priority, s.merge_overlap)
