@@ -13,7 +13,9 @@ see every image in turn, decoded as the service decodes it, so drift of a shared
 - IoU >= 0.5: share of the faces of the upright synthetic scenes whose matching box is that close.
 - Gray/sepia vs colour: faces found in the gray (sepia) copies over those found in the originals.
 - UTKFace crops: the 200x200 crops of a split where the face fills the frame, with no face found.
-- Time: median ms of `detect` per photo (one thread), and on two fixed photos: a 640x480 portrait
+- Cost: BlazeFace runs per photo (each about 1.9 ms short-range, 4.4 ms full-range on a quiet machine
+  of this kind: a figure that a busy shared machine does not blur), and the median ms of `detect`
+  per photo (one thread), and on two fixed photos: a 640x480 portrait
   (bench/predictor.py's: the astronaut fixture padded to 4:3) and the 6-face photo of `--faces`.
 """
 
@@ -34,14 +36,28 @@ from PIL import Image
 # Import from the repository root, not bench/ (whose http.py would shadow the standard `http`).
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
+import ml.faces  # noqa: E402
 from bench.machine import describe  # noqa: E402
 from ml.faces import DetectorSettings, FaceDetector  # noqa: E402
 from ml.images import load_image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DETECTORS = {"old (v1)": DetectorSettings.v1(), "new": DetectorSettings(),
-             "new+turned": replace(DetectorSettings(), turned_from=320)}
+             "new, no turned pass": replace(DetectorSettings(), turned_from=0)}
+DEFAULT_DETECTORS = "old (v1),new"
 SIZE_BANDS = [(0, 32), (32, 64), (64, 10_000)]
+
+
+MODEL_RUNS: list[int] = [0]  # BlazeFace runs (either model) since the last reset
+_run = ml.faces._run
+
+
+def _counted_run(*args, **kwargs):  # type: ignore[no-untyped-def]
+    MODEL_RUNS[0] += 1
+    return _run(*args, **kwargs)
+
+
+ml.faces._run = _counted_run  # counts the detector's passes: a cost that a busy machine does not blur
 
 
 def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -105,7 +121,7 @@ def main() -> None:
     parser.add_argument("--crops-split", default="test", help="UTKFace split whose crops are counted (not tuned on)")
     parser.add_argument("--crops", type=int, default=0, help="at most this many crops (0: all of the split)")
     parser.add_argument("--part", default="all", choices=["all", "dev", "held-out"])
-    parser.add_argument("--detectors", default=",".join(DETECTORS), help="comma-separated, of: " + ", ".join(DETECTORS))
+    parser.add_argument("--detectors", default=DEFAULT_DETECTORS, help="comma-separated, of: " + ", ".join(DETECTORS))
     args = parser.parse_args()
     manifest = args.set / "manifest.tsv"
     if not manifest.exists():
@@ -117,6 +133,7 @@ def main() -> None:
     rows = [r for r in csv.DictReader(manifest.open(), delimiter="\t") if args.part in ("all", r["part"])]
     tallies: dict[str, dict[tuple[str, str, str], Tally]] = {n: defaultdict(Tally) for n in names}
     times: dict[str, dict[str, list[float]]] = {n: defaultdict(list) for n in names}
+    runs: dict[str, dict[str, list[int]]] = {n: defaultdict(list) for n in names}
     hits: dict[str, dict[tuple[str, str], int]] = {n: {} for n in names}  # (item, variant) -> faces found
 
     for row in rows:
@@ -125,9 +142,11 @@ def main() -> None:
             tuple(float(c) * img.scale for c in b.split(",")) for b in row["boxes"].split(";") if b]
         part = "" if row["kind"] != "scene" else row["part"]
         for n, det in dets.items():
+            MODEL_RUNS[0] = 0
             t = time.perf_counter()
             faces = det.detect(img.rgb)
             times[n][row["kind"]].append(time.perf_counter() - t)
+            runs[n][row["kind"]].append(MODEL_RUNS[0])
             found = [(f.box.x, f.box.y, f.box.width, f.box.height) for f in faces]
             hit = tallies[n][(row["kind"], part, row["variant"])].add(row, boxes, found)
             hits[n][(row["file"].split("--")[0], row["variant"])] = hit
@@ -176,28 +195,38 @@ def main() -> None:
                       f"= {pct(num, den).strip()} (goal >= 95%)")
 
     crops = crops_of(args.utkface, args.crops_split, args.crops)
-    print(f"\nUTKFace {args.crops_split} crops without a face (goal <= 1%), and time per photo (median ms, one thread)")
     fixed = fixed_photos(args.faces)
-    print(f"{'detector':10} {'crops missed':>16} " + " ".join(f"{k:>12}" for k in ["photos", "scenes", "no-people"])
-          + " " + " ".join(f"{k:>18}" for k in fixed))
+    fixed_ms: dict[str, list[list[float]]] = {n: [[] for _ in fixed] for n in names}
+    fixed_runs: dict[str, list[int]] = {n: [] for n in names}
     for n, det in dets.items():
-        missed = sum(1 for rgb in crops if not det.detect(rgb))
-        fixed_ms = []
         for rgb in fixed.values():
+            MODEL_RUNS[0] = 0
             det.detect(rgb)
-            ts = []
-            for _ in range(30):
+            fixed_runs[n].append(MODEL_RUNS[0])
+    for _ in range(40):  # the detectors take turns, so that the machine's load hits each alike
+        for n, det in dets.items():
+            for i, rgb in enumerate(fixed.values()):
                 t = time.perf_counter()
                 det.detect(rgb)
-                ts.append(time.perf_counter() - t)
-            fixed_ms.append(np.median(ts) * 1000)
-        line = f"{n:10} {missed:>5}/{len(crops)} {pct(missed, len(crops))} "
-        line += " ".join(f"{np.median(times[n][k]) * 1000 if times[n][k] else float('nan'):>12.1f}"
+                fixed_ms[n][i].append(time.perf_counter() - t)
+    print(f"\nUTKFace {args.crops_split} crops without a face (goal <= 1%); BlazeFace runs per photo (mean) and time "
+          "(median ms, one thread; the fixed photos timed in turns, 40 times each)")
+    print(f"{'detector':20} {'crops missed':>16} " + " ".join(f"{k:>18}" for k in ["photos", "scenes", "no-people"])
+          + " " + " ".join(f"{k:>22}" for k in fixed))
+    for n, det in dets.items():
+        missed = sum(1 for rgb in crops if not det.detect(rgb))
+        line = f"{n:20} {missed:>5}/{len(crops)} {pct(missed, len(crops))} "
+        line += " ".join(f"{np.mean(runs[n][k]) if runs[n][k] else float('nan'):>5.1f} runs {_ms(times[n][k]):>8}"
                          for k in ["photo", "scene", "no-people"])
-        line += " " + " ".join(f"{ms:>18.2f}" for ms in fixed_ms)
+        line += " " + " ".join(f"{r:>5} runs {np.median(ms) * 1000:>7.2f} ms"
+                               for r, ms in zip(fixed_runs[n], fixed_ms[n], strict=True))
         print(line)
         det.close()
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
+
+
+def _ms(times: list[float]) -> str:
+    return f"{np.median(times) * 1000:.1f} ms" if times else "-"
 
 
 def _order(variant: str) -> int:

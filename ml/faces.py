@@ -100,7 +100,7 @@ class DetectorSettings:
     fine_face: float = 0.075  # 3x3 tiles too when the smallest face found is under this share of the long side
     padded_from: int = 96  # nothing found: short-range on the image padded to twice its size (0: never)
     padded_min_score: float = 0.75  # a real face that fills the frame scores 0.85+ there; a coffee cup 0.6
-    turned_from: int = 0  # nothing found: full-range on the image turned 90/270/180 degrees (0: never; see below)
+    turned_from: int = 320  # nothing found: full-range on the image turned 90/270/180 degrees (0: never)
     turned_min_score: float = 0.7
 
     @classmethod
