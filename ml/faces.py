@@ -16,8 +16,9 @@
   chances to see a face in a pattern. (Each tile is one more full-range run, about 4.4 ms here.)
 - Only when nothing was found: the short-range model on the image set in a gray canvas twice its
   size (a face that fills the whole frame, cut by its edges, is missed as it is: 2% of UTKFace
-  crops), then the full-range model on the image turned by 90, 270 and 180 degrees (a photo whose
-  EXIF orientation was lost), with a stricter score; the turn with the most faces wins.
+  crops). When nothing was found, or nothing with a score of `turned_below`, the full-range model
+  on the image turned by 90, 270 and 180 degrees (a photo whose EXIF orientation was lost), with a
+  stricter score; the turn with the most faces adds its faces.
 Detections of one face are merged by overlap. The short-range model's box stands for a face it
 found (it is the better judge of a large face, and one model's boxes are consistent with each
 other), then the full-range model's on the whole image, then the tiles'.
@@ -103,6 +104,7 @@ class DetectorSettings:
     padded_min_score: float = 0.75  # a real face that fills the frame scores 0.85+ there; a coffee cup 0.6
     turned_from: int = 320  # nothing found: full-range on the image turned 90/270/180 degrees (0: never)
     turned_min_score: float = 0.7
+    turned_below: float = 0.7  # ... also when no face found scores this much (0: only when none was found)
 
     @classmethod
     def v1(cls) -> DetectorSettings:
@@ -186,7 +188,8 @@ class FaceDetector:
                         by_priority.append(_tiled(full, rgb, 3, s.tile_overlap, s.tile_min_score))
             if not any(by_priority) and s.padded_from and max(h, w) >= s.padded_from:
                 by_priority.append([f for f in _padded(short, rgb) if f.score >= s.padded_min_score])
-            if not any(by_priority) and s.turned_from and max(h, w) >= s.turned_from:
+            best = max((f.score for found in by_priority for f in found), default=0.0)
+            if s.turned_from and max(h, w) >= s.turned_from and (best == 0.0 or best < s.turned_below):
                 by_priority.append(_turned(full, rgb, s.turned_min_score))
         faces = _merge(by_priority, s.merge_overlap)
         faces = [f for f in faces if min(f.box.width, f.box.height) >= s.min_face]
