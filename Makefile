@@ -56,6 +56,13 @@ evaluate: install ## MAE of the imported and the shipped model on DATA's validat
 	$(PY) -m ml evaluate $(DATA) --split val --weights ml/weights/cydral-resnet10-v1.safetensors \
 		--weights ml/weights/resnet10x3-utkface-v2.safetensors
 
+detection-set: install ## generate the face-detection evaluation set into data/detection-set (from ../shared/data)
+	$(PY) bench/detection_set.py
+
+bench-detection: install ## faces found and false faces per category, old detector and new side by side
+	test -f data/detection-set/manifest.tsv || $(PY) bench/detection_set.py
+	$(PY) bench/detection.py
+
 bench-http: install ## HTTP load on loopback against a served app (starts and stops it itself)
 	$(PY) bench/http.py
 
@@ -65,4 +72,4 @@ bench-load: install ## 100 uploads at once, good and bad, against a served app: 
 bench-attacks: install ## token guessing and leak checks against a served app: what each attack got
 	$(PY) bench/attacks.py
 
-.PHONY: help install run migrate purge test lint fmt bench bench-http bench-load bench-attacks train evaluate
+.PHONY: help install run migrate purge test lint fmt bench bench-http bench-load bench-attacks bench-detection detection-set train evaluate

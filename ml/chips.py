@@ -25,7 +25,7 @@ from ml.data import Sample
 TRAIN_CHIP = 80
 TRAIN_PADDING = 0.375
 MARGIN = (TRAIN_CHIP - 64) // 2
-PIPELINE_TAG = "mp-short-full-tiles+dlib5-v3"  # change when detection or alignment changes
+PIPELINE_TAG = "mp-passes+dlib5-v4"  # change when detection or alignment changes
 
 
 @dataclass
