@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.config import Settings
+from api.db import Database
 from api.errors import (
     AdminDisabled,
     FileTooLarge,
@@ -104,6 +105,7 @@ class State(TypedDict):
     predictor: Predictor
     slots: Slots
     metrics: Metrics
+    database: Database
 
 
 # `async def` even when they do not await: FastAPI would run a plain `def` in a worker thread.
@@ -123,6 +125,10 @@ async def get_metrics(request: Request) -> Metrics:
     return request.state.metrics
 
 
+async def get_database(request: Request) -> Database:
+    return request.state.database
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """A session per request; write routes commit it themselves, before answering."""
     async with request.state.sessionmaker() as session:
@@ -134,6 +140,7 @@ PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 SlotsDep = Annotated[Slots, Depends(get_slots)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
 
 bearer = HTTPBearer(auto_error=False, description="The server's ADMIN_TOKEN.")
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]

@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.callback(log.info, "app stopped")
             database = await anyio.to_thread.run_sync(start_database, settings)
             stack.push_async_callback(anyio.to_thread.run_sync, database.stop)
+            database.watch()  # an embedded Postgres that dies is started again
             engine = create_engine(database.url)
             stack.push_async_callback(engine.dispose)
             predictor = await anyio.to_thread.run_sync(load_predictor, settings)
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 predictor=predictor,
                 slots=Slots(settings.concurrency_slots, settings.slot_wait_seconds, settings.request_timeout_seconds),
                 metrics=app_metrics,
+                database=database,
             )
 
     app = FastAPI(title="whatsmyage", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
