@@ -31,8 +31,16 @@ run: install migrate ## serve the API and UI on http://$(HOST):$(PORT)
 migrate: install ## apply database migrations
 	$(PY) -m api migrate
 
+# The browser tests drive Debian's chromium (never a downloaded browser): installed here when it is
+# missing and this is root with apt-get; otherwise they are skipped, with one line saying what to install.
+CHROMIUM_PATH ?= /usr/bin/chromium
+chromium:
+	@test -x "$(CHROMIUM_PATH)" || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+		{ echo "installing chromium for the browser tests (apt-get, about a minute)"; \
+		  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || true
+
 # pytest exits 5 when it collects nothing (say, a -k that matches no test): reported, not a failure.
-test: install ## run the test suite (API tests on an embedded Postgres unless TEST_DATABASE_URL is set)
+test: install chromium ## run the test suite (API tests on an embedded Postgres unless TEST_DATABASE_URL is set)
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
 lint: install ## ruff check
@@ -59,4 +67,4 @@ bench-http: install ## HTTP load on loopback against a served app (starts and st
 bench-load: install ## 100 uploads at once, good and bad, against a served app: statuses, p99, memory, rows
 	$(PY) bench/load.py
 
-.PHONY: help install run migrate test lint fmt bench bench-http bench-load train evaluate
+.PHONY: help install run migrate test lint fmt bench bench-http bench-load train evaluate chromium

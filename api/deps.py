@@ -14,7 +14,7 @@ import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 from fastapi import Depends, Request, UploadFile
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -144,6 +144,18 @@ DatabaseDep = Annotated[Database, Depends(get_database)]
 
 bearer = HTTPBearer(auto_error=False, description="The server's ADMIN_TOKEN.")
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+# The one-time token handed out with a stored submission: a credential for that submission alone, an
+# alternative to the admin bearer (so declared as a security scheme, not as a plain header).
+deletion_token_scheme = APIKeyHeader(name="X-Deletion-Token", scheme_name="DeletionToken", auto_error=False,
+                                     description="The `deletion_token` returned when the submission was stored.")
+
+
+async def get_deletion_token(request: Request, _: Annotated[str | None, Depends(deletion_token_scheme)]) -> str | None:
+    """The header as sent: an empty one is a wrong token, not none (the scheme would make it None)."""
+    return request.headers.get("X-Deletion-Token")
+
+
+DeletionTokenDep = Annotated[str | None, Depends(get_deletion_token)]
 
 
 def tokens_match(given: str, expected: str) -> bool:

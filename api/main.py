@@ -102,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             add_problem_schema(build_openapi())
+            submissions.document_consent(app.openapi_schema)
         assert app.openapi_schema is not None
         return app.openapi_schema
 

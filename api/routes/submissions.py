@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Header, Query, Response
+from fastapi import APIRouter, Form, Query, Response
 from pydantic import AfterValidator, BeforeValidator
 from pydantic_core import PydanticCustomError
 from sqlalchemy import func
@@ -24,6 +24,7 @@ from sqlmodel import col, select
 from api.deps import (
     AdminDep,
     BearerDep,
+    DeletionTokenDep,
     MetricsDep,
     MultipartDep,
     PredictorDep,
@@ -38,7 +39,7 @@ from api.errors import ConsentRequired, InvalidDeletionToken, NoFaceDetected, No
 from api.idempotency import Idempotency, IdempotencyKeyHeader
 from api.metrics import Metrics
 from api.models import ImageSize, PredictedFace, Submission, SubmissionCreated, SubmissionPage, SubmissionRead
-from api.routes.detect import ImageFile
+from api.routes.detect import IMAGE_ENCODING, ImageFile
 from ml import FaceAge, LoadedImage, Predictor, reencode_jpeg
 
 router = APIRouter(prefix="/submissions", tags=["submissions"])
@@ -85,13 +86,34 @@ def parse_consent(value: object) -> object:
     return value
 
 
+# What clean_first_name accepts, as a JSON Schema (ECMA-262) pattern, for the OpenAPI document only:
+# spaces around are dropped and inner runs of spaces count as one, so after a first letter come 1-63
+# units, each a letter (or mark, hyphen, apostrophe) or a run of spaces before one. The length rule
+# holds for names in NFC (the handler normalises first; a decomposed "e" + accent counts once).
+_NAME_CHAR = "[\\p{L}\\p{M}'\u2019\u2010-]"
+FIRST_NAME_PATTERN = f"^ *{_NAME_CHAR}(?:{_NAME_CHAR}| +(?={_NAME_CHAR})){{1,63}} *$"
+
 FirstName = Annotated[str, AfterValidator(clean_first_name), Form(
     description="2-64 characters after trimming: letters, marks, spaces, hyphens, apostrophes.",
-    examples=["Eileen"])]
-TrueAge = Annotated[int, BeforeValidator(parse_age), Form(
-    ge=0, le=120, description="Whole years, digits only.", examples=[42])]
+    examples=["Eileen"], json_schema_extra={"minLength": 2, "maxLength": 1024, "pattern": FIRST_NAME_PATTERN})]
+# Form() first: after the validator its bounds would reach the schema as `ge`/`le`, not minimum/maximum.
+TrueAge = Annotated[int, Form(ge=0, le=120, description="Whole years, digits only.", examples=[42]),
+                    BeforeValidator(parse_age)]
 Consent = Annotated[bool, BeforeValidator(parse_consent), Form(
-    description="Must be true (`true`, `on`, `yes` or `1`) for anything to be stored.", examples=[True])]
+    description="Must be true (`true`, `on`, `yes` or `1`) for anything to be stored: absent or false is 422 "
+                "`consent_required`.", examples=[True])]
+
+
+def document_consent(openapi: dict) -> None:
+    """State in the OpenAPI document what the handler enforces of `consent`: it must be sent, and true.
+
+    (The parameter defaults to false so that an absent one gets the same 422 `consent_required` as a
+    false one, which makes FastAPI describe it as optional.)"""
+    body = openapi["paths"]["/submissions"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    form = openapi["components"]["schemas"][body["$ref"].rsplit("/", 1)[-1]]
+    form["required"] = [*form.get("required", []), "consent"]
+    form["properties"]["consent"].pop("default", None)
+    form["properties"]["consent"]["const"] = True
 
 
 def clean_filename(name: str | None) -> str:
@@ -138,8 +160,24 @@ def assess(predictor: Predictor, data: bytes, metrics: Metrics) -> Assessed | No
 # --- routes -------------------------------------------------------------------------------------
 
 
+# What a client (and Schemathesis's stateful phase) can do next with the 201's body.
+CREATED_LINKS = {
+    "ReadSubmission": {"operationId": "read_submission_submissions__submission_id__get",
+                       "parameters": {"submission_id": "$response.body#/id"},
+                       "description": "The stored submission (admin)."},
+    "ReadSubmissionImage": {"operationId": "read_submission_image_submissions__submission_id__image_get",
+                            "parameters": {"submission_id": "$response.body#/id"},
+                            "description": "The stored photo (admin)."},
+    "WithdrawSubmission": {"operationId": "delete_submission_submissions__submission_id__delete",
+                           "parameters": {"submission_id": "$response.body#/id",
+                                          "header.X-Deletion-Token": "$response.body#/deletion_token"},
+                           "description": "Withdraw it, with the deletion token given once."},
+}
+
+
 @router.post("", status_code=201, summary="Store a photo with its owner's age", dependencies=[MultipartDep],
-             responses=problem_responses(400, 409, 413, 415, 422, 429, 503))
+             responses={201: {"links": CREATED_LINKS}, **problem_responses(400, 409, 413, 415, 422, 429, 503)},
+             openapi_extra=IMAGE_ENCODING)
 async def create_submission(image: ImageFile, first_name: FirstName, true_age: TrueAge, settings: SettingsDep,
                             predictor: PredictorDep, slots: SlotsDep, session: SessionDep, response: Response,
                             metrics: MetricsDep, consent: Consent = False,
@@ -238,16 +276,18 @@ async def read_submission_image(submission_id: uuid.UUID, session: SessionDep) -
                responses=problem_responses(401, 403, 404, 422))
 async def delete_submission(
     submission_id: uuid.UUID, session: SessionDep, settings: SettingsDep, credentials: BearerDep, metrics: MetricsDep,
-    x_deletion_token: Annotated[str | None, Header(description="The token returned when it was stored.")] = None,
+    x_deletion_token: DeletionTokenDep = None,
 ) -> Response:
     """With `X-Deletion-Token` the submitter withdraws their own submission; without it, the admin
-    token is needed. 204, then 404 for good."""
+    token is needed. 204, then 404 for the admin; a deletion token that matches no stored submission
+    (a wrong one, or one whose submission is gone) is 403, so that a token never tells what exists."""
     if x_deletion_token is None:
         check_admin(settings, credentials)
-    row = await _get(session, submission_id)
-    if x_deletion_token is not None and not secrets.compare_digest(
-            hash_token(x_deletion_token), row.deletion_token_hash):
-        raise InvalidDeletionToken()
+        row = await _get(session, submission_id)
+    else:
+        row = await session.get(Submission, submission_id, options=[defer(Submission.img_data)])  # type: ignore[arg-type]
+        if row is None or not secrets.compare_digest(hash_token(x_deletion_token), row.deletion_token_hash):
+            raise InvalidDeletionToken()
     await session.delete(row)
     await session.commit()
     metrics.deleted.labels("owner" if x_deletion_token is not None else "admin").inc()
