@@ -61,10 +61,14 @@ evaluate: install ## MAE of the imported and the shipped model on DATA's validat
 	$(PY) -m ml evaluate $(DATA) --split val --weights ml/weights/cydral-resnet10-v1.safetensors \
 		--weights ml/weights/resnet10x3-utkface-v2.safetensors
 
+BACKUP ?= backups/whatsmyage-$(shell date -u +%Y%m%dT%H%M%SZ).dump
+backup: install ## back up the database and photos to backups/ (or BACKUP=FILE); consistent while serving
+	$(PY) -m api backup --out $(BACKUP)
+
 bench-http: install ## HTTP load on loopback against a served app (starts and stops it itself)
 	$(PY) bench/http.py
 
 bench-load: install ## 100 uploads at once, good and bad, against a served app: statuses, p99, memory, rows
 	$(PY) bench/load.py
 
-.PHONY: help install run migrate test lint fmt bench bench-http bench-load train evaluate chromium
+.PHONY: help install run migrate test lint fmt bench bench-http bench-load train evaluate chromium backup
