@@ -106,6 +106,7 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         """Let go; the last process to let go stops the server (or deletes it, with cleanup_mode='delete')."""
+        forget_dead_handles(self.pgdata)  # a worker killed meanwhile would keep the server up for good
         info = self._read_pid_file()
         if info is not None and _is_postmaster(info.process):
             self._attach(info)  # the package stops the postmaster it knows: make it the running one
@@ -245,9 +246,9 @@ class Watchdog:
                 reason = str(exc) if isinstance(exc, StartFailed) else f"{type(exc).__name__}: {exc}"
                 log.error("embedded Postgres cannot start (attempt %d, next in %.1f s): %s", attempts, delay, reason,
                           extra={"pgdata": str(self.postgres.pgdata)})
-                self.problem = (f"The embedded Postgres stopped and cannot be started again ({attempts} attempts in "
-                                f"{time.monotonic() - down_since:.0f} s); retrying every {self.MAX_DELAY:.0f} s at "
-                                "most. The service log says why.")
+                self.problem = (f"The embedded Postgres stopped and cannot be started again ({attempts} "
+                                f"attempt{'' if attempts == 1 else 's'} in {time.monotonic() - down_since:.0f} s); "
+                                f"retrying every {self.MAX_DELAY:.0f} s at most. The service log says why.")
                 continue
             log.info("embedded Postgres running again after %.1f s (%d attempt%s)", time.monotonic() - down_since,
                      attempts, "" if attempts == 1 else "s")
