@@ -20,6 +20,7 @@ import json
 import logging
 import re
 import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -147,6 +148,11 @@ class EmbeddedPostgres:
         written = log_file.stat().st_size if log_file.exists() else 0
         command = [str(binary("pg_ctl")), "-D", str(self.pgdata), "-w", "-t", str(START_TIMEOUT),
                    "-o", '-h ""', "-o", f"-k {self.socket_dir}", "-l", str(log_file), "start"]
+        if sys.platform.startswith("linux"):
+            # Before its crash recovery the server makes sure the data folder is on disk: by default it
+            # opens and fsyncs every file in it, one by one (2-3 s measured on a busy machine); one
+            # syncfs() of the file system gives the same guarantee (0.01 s). Linux only.
+            command[-1:-1] = ["-o", "-c recovery_init_sync_method=syncfs"]
         # No pipes: the server inherits pg_ctl's stdout and stderr and would hold them open.
         result = subprocess.run(command, user=self.system_user, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, timeout=START_TIMEOUT + 10, check=False)
