@@ -112,7 +112,7 @@ class AdminDisabled(AppError):
 
 class InvalidDeletionToken(AppError):
     status, code, title = 403, "invalid_deletion_token", "Invalid deletion token"
-    detail = "The deletion token does not match a stored submission."
+    detail = "The deletion token does not match this submission."
 
 
 class NotFound(AppError):
