@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import signal
@@ -31,7 +30,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from api import db
 from api.config import REPO_ROOT
 from api.embedded import binary
-from tests.served import served
+from tests.served import run_async, served
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +63,7 @@ def stored(pgdata: Path) -> dict[str, bytes]:
             await engine.dispose()
 
     try:
-        return asyncio.run(read())
+        return run_async(read)
     finally:
         database.stop()
 

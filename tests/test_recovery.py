@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.served import ADMIN_TOKEN, Served, served
+from tests.served import ADMIN_TOKEN, Served, run_async, served
 
 pytestmark = pytest.mark.slow
 
@@ -128,7 +128,7 @@ def test_a_killed_embedded_postgres_is_started_again_under_load_and_loses_nothin
             assert await stored_ids(app) == set(uploads.created.values())  # every 201 has its row, nothing more
             return recovered
 
-        recovered = asyncio.run(scenario())
+        recovered = run_async(scenario)
         print(f"\n{workers} worker(s): /healthz 200 again {recovered:.2f} s after SIGKILL of the postmaster")
         servers = app.postmasters()
         assert len(servers) == 1 and servers[0].pid != first  # one new server, shared by the workers
@@ -157,7 +157,10 @@ def test_an_embedded_postgres_that_cannot_start_is_reported_and_tried_again():
             config.write_text(original)  # it can start again: the next attempt (10 s apart at most) does
             await wait_for(app.url, lambda r: r.status_code == 200, 20)
 
-        asyncio.run(scenario())
+        try:
+            run_async(scenario)
+        finally:
+            config.write_text(original)  # so that the server can be stopped, whatever happened
         errors = [line for line in app.log_lines() if line["message"].startswith("embedded Postgres cannot start")]
         assert errors and all(line["level"] == "ERROR" for line in errors)
         assert 'invalid value for parameter "shared_buffers"' in errors[0]["message"]
