@@ -26,7 +26,7 @@ import psutil
 
 from api.config import REPO_ROOT
 
-ADMIN_TOKEN = "served-admin-token-0123456789"
+ADMIN_TOKEN = "served-admin-token-0123456789abcdef0123456789"  # 32 characters at least (a rule on main)
 T = TypeVar("T")
 
 
