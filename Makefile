@@ -31,11 +31,19 @@ run: install migrate ## serve the API and UI on http://$(HOST):$(PORT)
 migrate: install ## apply database migrations
 	$(PY) -m api migrate
 
+# The browser tests drive Debian's chromium (never a downloaded browser): installed here when it is
+# missing and this is root with apt-get; otherwise they are skipped, with one line saying what to install.
+CHROMIUM_PATH ?= /usr/bin/chromium
+chromium: ## install Debian's chromium for the browser tests when missing (root with apt-get)
+	@test -x "$(CHROMIUM_PATH)" || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+		{ echo "installing chromium for the browser tests (apt-get, about a minute)"; \
+		  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || true
+
 purge: install ## one retention purge now (WMA_RETENTION_DAYS; the service also purges hourly)
 	$(PY) -m api purge
 
 # pytest exits 5 when it collects nothing (say, a -k that matches no test): reported, not a failure.
-test: install ## run the test suite (API tests on an embedded Postgres unless TEST_DATABASE_URL is set)
+test: install chromium ## run the test suite (API tests on an embedded Postgres unless TEST_DATABASE_URL is set)
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
 lint: install ## ruff check
@@ -63,6 +71,10 @@ bench-detection: install ## faces found and false faces per category, old detect
 	test -f data/detection-set/manifest.tsv || $(PY) bench/detection_set.py
 	$(PY) bench/detection.py
 
+BACKUP ?= backups/whatsmyage-$(shell date -u +%Y%m%dT%H%M%SZ).dump
+backup: install ## back up the database and photos to backups/ (or BACKUP=FILE); consistent while serving
+	$(PY) -m api backup --out $(BACKUP)
+
 bench-http: install ## HTTP load on loopback against a served app (starts and stops it itself)
 	$(PY) bench/http.py
 
@@ -72,4 +84,4 @@ bench-load: install ## 100 uploads at once, good and bad, against a served app: 
 bench-attacks: install ## token guessing and leak checks against a served app: what each attack got
 	$(PY) bench/attacks.py
 
-.PHONY: help install run migrate purge test lint fmt bench bench-http bench-load bench-attacks bench-detection detection-set train evaluate
+.PHONY: help install run migrate purge test lint fmt bench bench-http bench-load bench-attacks bench-detection detection-set train evaluate chromium backup

@@ -1,5 +1,6 @@
 """Command line: `python -m api serve [--host H] [--port P] [--workers N]`, `python -m api migrate`,
-`python -m api export-submissions --out DIR`, `python -m api purge [--days N]`."""
+`python -m api export-submissions --out DIR`, `python -m api purge [--days N]`, `python -m api backup --out FILE`,
+`python -m api restore FILE`."""
 
 from __future__ import annotations
 
@@ -78,6 +79,36 @@ def export(settings: Settings, out: Path) -> None:
     print(f"{out}: {kept} submissions, {removed} files of deleted submissions removed")
 
 
+def backup(settings: Settings, out: Path) -> None:
+    """Dump the whole database, photos included, while the service may run (see api/backup.py)."""
+    from api import db
+    from api.backup import BackupError
+    from api.backup import backup as dump
+
+    database = db.start_database(settings)  # the embedded server: attached to if running, else started
+    try:
+        made = dump(database.url, out)
+    except BackupError as exc:
+        raise SystemExit(f"backup failed: {exc}") from None
+    finally:
+        database.stop()
+    print(f"{made.path}: {made.size} bytes in {made.seconds:.1f} s")
+
+
+def restore(settings: Settings, file: Path, replace: bool) -> None:
+    """Restore a backup into the (empty) database, then migrate it."""
+    from api import db
+    from api.backup import BackupError
+    from api.backup import restore as load
+
+    database = db.start_database(settings)
+    try:
+        load(database.url, file, replace=replace)
+    except BackupError as exc:
+        raise SystemExit(f"restore failed: {exc}") from None
+    finally:
+        database.stop()
+    print(f"{file}: restored")
 def purge(settings: Settings, days: int | None) -> None:
     """One retention purge now (see api/retention.py), for cron; the service also runs one every hour."""
     import asyncio
@@ -160,6 +191,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     commands.add_parser("migrate", help="apply database migrations")
     export_cmd = commands.add_parser("export-submissions", help="write stored submissions as a UTKFace-style folder")
     export_cmd.add_argument("--out", type=Path, required=True, help="folder to write (and keep in step)")
+    backup_cmd = commands.add_parser("backup", help="back up the database, stored photos included")
+    backup_cmd.add_argument("--out", type=Path, required=True, help="file to write (pg_dump's custom format)")
+    restore_cmd = commands.add_parser("restore", help="restore a backup into an empty database")
+    restore_cmd.add_argument("file", type=Path, help="a file written by `backup`")
+    restore_cmd.add_argument("--replace", action="store_true", help="replace the tables the database holds")
     purge_cmd = commands.add_parser("purge", help="remove submissions older than WMA_RETENTION_DAYS (for cron)")
     purge_cmd.add_argument("--days", type=positive_int, help="retention in days (default: WMA_RETENTION_DAYS)")
     args = parser.parse_args(argv)
@@ -171,6 +207,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         migrate(settings)
     elif args.command == "export-submissions":
         export(settings, args.out)
+    elif args.command == "backup":
+        backup(settings, args.out)
+    elif args.command == "restore":
+        restore(settings, args.file, args.replace)
     elif args.command == "purge":
         purge(settings, args.days)
     else:

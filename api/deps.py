@@ -15,11 +15,12 @@ import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 from fastapi import Depends, Request, UploadFile
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.config import Settings
+from api.db import Database
 from api.errors import (
     AdminDisabled,
     FileTooLarge,
@@ -107,6 +108,7 @@ class State(TypedDict):
     predictor: Predictor
     slots: Slots
     metrics: Metrics
+    database: Database
     auth_throttle: FailedAuthentications
 
 
@@ -127,6 +129,10 @@ async def get_metrics(request: Request) -> Metrics:
     return request.state.metrics
 
 
+async def get_database(request: Request) -> Database:
+    return request.state.database
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """A session per request; write routes commit it themselves, before answering."""
     async with request.state.sessionmaker() as session:
@@ -142,6 +148,7 @@ PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 SlotsDep = Annotated[Slots, Depends(get_slots)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
 AuthThrottleDep = Annotated[FailedAuthentications, Depends(get_auth_throttle)]
 
 
@@ -154,6 +161,18 @@ AuthGuardDep = Annotated[AuthGuard, Depends(get_auth_guard)]
 
 bearer = HTTPBearer(auto_error=False, description="The server's ADMIN_TOKEN.")
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+# The one-time token handed out with a stored submission: a credential for that submission alone, an
+# alternative to the admin bearer (so declared as a security scheme, not as a plain header).
+deletion_token_scheme = APIKeyHeader(name="X-Deletion-Token", scheme_name="DeletionToken", auto_error=False,
+                                     description="The `deletion_token` returned when the submission was stored.")
+
+
+async def get_deletion_token(request: Request, _: Annotated[str | None, Depends(deletion_token_scheme)]) -> str | None:
+    """The header as sent: an empty one is a wrong token, not none (the scheme would make it None)."""
+    return request.headers.get("X-Deletion-Token")
+
+
+DeletionTokenDep = Annotated[str | None, Depends(get_deletion_token)]
 
 
 def tokens_match(given: str, expected: str) -> bool:

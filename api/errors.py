@@ -45,6 +45,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from ml.images import ImageError
 
@@ -263,7 +264,22 @@ async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else f"{phrase}."
     if status == 404:
         detail = "No such resource."
-    return problem(status, HTTP_CODES.get(status, f"http_{status}"), phrase, detail, headers=exc.headers)
+    headers = exc.headers
+    if status == 405:
+        headers = {**(exc.headers or {}), "Allow": allowed_methods(request)}
+    return problem(status, HTTP_CODES.get(status, f"http_{status}"), phrase, detail, headers=headers)
+
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route answers at this path: Starlette's 405 names only the first route's
+    (`OPTIONS /submissions` said `Allow: POST`, where GET is served too)."""
+    allowed = [method for method in METHODS
+               if any(route.matches({**request.scope, "method": method})[0] is Match.FULL
+                      for route in request.app.router.routes)]
+    return ", ".join(allowed) or "GET, HEAD"  # no route: the UI's static files, which answer GET and HEAD
 
 
 # Pydantic messages that quote part of the input (uuid_parsing names the first bad character).

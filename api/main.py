@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.callback(log.info, "app stopped")
             database = await anyio.to_thread.run_sync(start_database, settings)
             stack.push_async_callback(anyio.to_thread.run_sync, database.stop)
+            database.watch()  # an embedded Postgres that dies is started again
             engine = create_engine(database.url)
             stack.push_async_callback(engine.dispose)
             sessionmaker = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
@@ -78,7 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 predictor=predictor,
                 slots=Slots(settings.concurrency_slots, settings.slot_wait_seconds, settings.request_timeout_seconds),
                 metrics=app_metrics,
-                auth_throttle=FailedAuthentications(app_metrics),
+                database=database,
+                auth_throttle=FailedAuthentications(app_metrics, limit=settings.auth_failures_per_minute),
             )
 
     app = FastAPI(title="whatsmyage", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
@@ -109,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             add_problem_schema(build_openapi())
+            submissions.document_consent(app.openapi_schema)
         assert app.openapi_schema is not None
         return app.openapi_schema
 

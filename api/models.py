@@ -311,3 +311,6 @@ class Health(BaseModel):
     status: Literal["ok", "degraded"]
     database: Literal["ok", "unavailable"]
     model_version: str
+    detail: str | None = PydanticField(
+        None, description="Why the database is unavailable, when the service knows (its embedded Postgres "
+                          "is being started again, or cannot be).")

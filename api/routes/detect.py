@@ -12,11 +12,16 @@ from api.models import DetectedFace, DetectResponse, ImageSize
 
 router = APIRouter(tags=["faces"])
 
-ImageFile = Annotated[UploadFile, File(description="A JPEG, PNG or WebP photo.")]
+# minLength: an empty file is refused (422 `empty_file`). The part's declared type is only documented:
+# the photo is judged by its bytes.
+ImageFile = Annotated[UploadFile, File(description="A JPEG, PNG or WebP photo.", json_schema_extra={"minLength": 1})]
 IMAGE_ERRORS = problem_responses(400, 413, 415, 422, 429, 503)
+IMAGE_ENCODING = {"requestBody": {"content": {"multipart/form-data": {
+    "encoding": {"image": {"contentType": "image/jpeg, image/png, image/webp"}}}}}}
 
 
-@router.post("/detect", dependencies=[MultipartDep], responses=IMAGE_ERRORS, summary="Find the faces in a photo")
+@router.post("/detect", dependencies=[MultipartDep], responses=IMAGE_ERRORS, summary="Find the faces in a photo",
+             openapi_extra=IMAGE_ENCODING)
 async def detect_faces(image: ImageFile, settings: SettingsDep, predictor: PredictorDep,
                        slots: SlotsDep, metrics: MetricsDep) -> DetectResponse:
     """Boxes, scores and six keypoints per face, largest first, in pixels of the upright photo

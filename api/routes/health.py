@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import anyio
 from fastapi import APIRouter, Response
 from sqlalchemy import text
 
-from api.deps import PredictorDep, SessionDep
+from api.deps import DatabaseDep, PredictorDep, SessionDep
 from api.models import Health
 
 router = APIRouter(tags=["health"])
@@ -17,18 +18,24 @@ log = logging.getLogger("api")
 DATABASE_TIMEOUT = 2.0  # seconds
 
 
-@router.get("/healthz", summary="Liveness and database check",
+@router.get("/healthz", summary="Liveness and database check", response_model_exclude_none=True,
             responses={503: {"model": Health, "description": "The database cannot be reached."}})
-async def read_health(session: SessionDep, predictor: PredictorDep, response: Response) -> Health:
-    """200 when the database answers, 503 (with Retry-After) when it does not; predictions keep
-    working either way."""
+async def read_health(session: SessionDep, database: DatabaseDep, predictor: PredictorDep,
+                      response: Response) -> Health:
+    """200 when the database answers, 503 (with Retry-After) when it does not, with a `detail` when the
+    embedded Postgres is being started again or cannot be; predictions keep working either way."""
     try:
         with anyio.fail_after(DATABASE_TIMEOUT):
             connection = await session.connection()
             await connection.execute(text("SELECT 1"))
     except Exception as exc:  # whatever the failure, the answer is the same: unavailable
         log.warning("health check: database unavailable (%s)", type(exc).__name__)
+        # Dropped, not rolled back: a probe cut short by the timeout leaves its connection in the middle
+        # of an operation, and a rollback on it would fail once the answer is sent.
+        with contextlib.suppress(Exception):
+            await session.invalidate()
         response.status_code = 503
         response.headers["Retry-After"] = "5"
-        return Health(status="degraded", database="unavailable", model_version=predictor.version)
+        return Health(status="degraded", database="unavailable", model_version=predictor.version,
+                      detail=database.problem)
     return Health(status="ok", database="ok", model_version=predictor.version)

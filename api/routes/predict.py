@@ -6,13 +6,13 @@ from fastapi import APIRouter
 
 from api.deps import MetricsDep, MultipartDep, PredictorDep, SettingsDep, SlotsDep, read_upload
 from api.models import ImageSize, PredictedFace, PredictResponse
-from api.routes.detect import IMAGE_ERRORS, ImageFile
+from api.routes.detect import IMAGE_ENCODING, IMAGE_ERRORS, ImageFile
 
 router = APIRouter(tags=["faces"])
 
 
 @router.post("/predict", dependencies=[MultipartDep], responses=IMAGE_ERRORS,
-             summary="Estimate the age of each face in a photo")
+             summary="Estimate the age of each face in a photo", openapi_extra=IMAGE_ENCODING)
 async def predict_ages(image: ImageFile, settings: SettingsDep, predictor: PredictorDep,
                        slots: SlotsDep, metrics: MetricsDep) -> PredictResponse:
     """Each face as `/detect` finds it, with its apparent `age` and an `age_interval` likely to hold

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Header, Query, Response
+from fastapi import APIRouter, Depends, Form, Query, Response
 from pydantic import AfterValidator, BeforeValidator
 from pydantic_core import PydanticCustomError
 from sqlalchemy import func
@@ -27,6 +27,7 @@ from api.deps import (
     AdminDep,
     AuthGuardDep,
     BearerDep,
+    DeletionTokenDep,
     MetricsDep,
     MultipartDep,
     PredictorDep,
@@ -41,7 +42,7 @@ from api.errors import ConsentRequired, InvalidDeletionToken, NoFaceDetected, No
 from api.idempotency import Idempotency, IdempotencyKeyHeader
 from api.metrics import Metrics
 from api.models import ImageSize, PredictedFace, Submission, SubmissionCreated, SubmissionPage, SubmissionRead
-from api.routes.detect import ImageFile
+from api.routes.detect import IMAGE_ENCODING, ImageFile
 from ml import FaceAge, LoadedImage, Predictor, reencode_jpeg
 
 router = APIRouter(prefix="/submissions", tags=["submissions"])
@@ -88,13 +89,34 @@ def parse_consent(value: object) -> object:
     return value
 
 
+# What clean_first_name accepts, as a JSON Schema (ECMA-262) pattern, for the OpenAPI document only:
+# spaces around are dropped and inner runs of spaces count as one, so after a first letter come 1-63
+# units, each a letter (or mark, hyphen, apostrophe) or a run of spaces before one. The length rule
+# holds for names in NFC (the handler normalises first; a decomposed "e" + accent counts once).
+_NAME_CHAR = "[\\p{L}\\p{M}'\u2019\u2010-]"
+FIRST_NAME_PATTERN = f"^ *{_NAME_CHAR}(?:{_NAME_CHAR}| +(?={_NAME_CHAR})){{1,63}} *$"
+
 FirstName = Annotated[str, AfterValidator(clean_first_name), Form(
     description="2-64 characters after trimming: letters, marks, spaces, hyphens, apostrophes.",
-    examples=["Eileen"])]
-TrueAge = Annotated[int, BeforeValidator(parse_age), Form(
-    ge=0, le=120, description="Whole years, digits only.", examples=[42])]
+    examples=["Eileen"], json_schema_extra={"minLength": 2, "maxLength": 1024, "pattern": FIRST_NAME_PATTERN})]
+# Form() first: after the validator its bounds would reach the schema as `ge`/`le`, not minimum/maximum.
+TrueAge = Annotated[int, Form(ge=0, le=120, description="Whole years, digits only.", examples=[42]),
+                    BeforeValidator(parse_age)]
 Consent = Annotated[bool, BeforeValidator(parse_consent), Form(
-    description="Must be true (`true`, `on`, `yes` or `1`) for anything to be stored.", examples=[True])]
+    description="Must be true (`true`, `on`, `yes` or `1`) for anything to be stored: absent or false is 422 "
+                "`consent_required`.", examples=[True])]
+
+
+def document_consent(openapi: dict) -> None:
+    """State in the OpenAPI document what the handler enforces of `consent`: it must be sent, and true.
+
+    (The parameter defaults to false so that an absent one gets the same 422 `consent_required` as a
+    false one, which makes FastAPI describe it as optional.)"""
+    body = openapi["paths"]["/submissions"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    form = openapi["components"]["schemas"][body["$ref"].rsplit("/", 1)[-1]]
+    form["required"] = [*form.get("required", []), "consent"]
+    form["properties"]["consent"].pop("default", None)
+    form["properties"]["consent"]["const"] = True
 
 
 def clean_filename(name: str | None) -> str:
@@ -141,8 +163,26 @@ def assess(predictor: Predictor, data: bytes, metrics: Metrics) -> Assessed | No
 # --- routes -------------------------------------------------------------------------------------
 
 
+# What a client (and Schemathesis's stateful phase) can do next with the 201's body.
+CREATED_LINKS = {
+    "ReadSubmission": {"operationId": "read_submission_submissions__submission_id__get",
+                       "parameters": {"submission_id": "$response.body#/id",
+                                      "header.X-Deletion-Token": "$response.body#/deletion_token"},
+                       "description": "The stored submission, read by its owner."},
+    "ReadSubmissionImage": {"operationId": "read_submission_image_submissions__submission_id__image_get",
+                            "parameters": {"submission_id": "$response.body#/id",
+                                           "header.X-Deletion-Token": "$response.body#/deletion_token"},
+                            "description": "The stored photo, read by its owner."},
+    "WithdrawSubmission": {"operationId": "delete_submission_submissions__submission_id__delete",
+                           "parameters": {"submission_id": "$response.body#/id",
+                                          "header.X-Deletion-Token": "$response.body#/deletion_token"},
+                           "description": "Withdraw it, with the deletion token given once."},
+}
+
+
 @router.post("", status_code=201, summary="Store a photo with its owner's age", dependencies=[MultipartDep],
-             responses=problem_responses(400, 409, 413, 415, 422, 429, 503))
+             responses={201: {"links": CREATED_LINKS}, **problem_responses(400, 409, 413, 415, 422, 429, 503)},
+             openapi_extra=IMAGE_ENCODING)
 async def create_submission(image: ImageFile, first_name: FirstName, true_age: TrueAge, settings: SettingsDep,
                             predictor: PredictorDep, slots: SlotsDep, session: SessionDep, response: Response,
                             metrics: MetricsDep, consent: Consent = False,
@@ -225,25 +265,22 @@ class Access:
     submission: Submission
 
 
-DeletionTokenHeader = Annotated[str | None, Header(
-    description="The token returned when the submission was stored: its owner's key to read and delete it.")]
-
-
 async def submission_access(submission_id: uuid.UUID, session: SessionDep, settings: SettingsDep,
                             credentials: BearerDep, guard: AuthGuardDep,
-                            x_deletion_token: DeletionTokenHeader = None) -> Access:
+                            x_deletion_token: DeletionTokenDep = None) -> Access:
     """The submission's owner (with `X-Deletion-Token`) or the admin (with the bearer token), else an error.
 
     Without a deletion token the admin token is needed (401/403); with one, it must be this
-    submission's (403 `invalid_deletion_token`). Wrong tokens count against the client's address,
-    which gets 429 after 10 a minute (`api.throttle`). An unknown id is 404."""
+    submission's (403 `invalid_deletion_token`, also when no submission has that id: a token never
+    tells what exists). Wrong tokens count against the client's address, which gets 429 after 10 a
+    minute (`api.throttle`). An unknown id is 404 to the admin."""
     await guard.check()
     if x_deletion_token is None:
         await authenticate_admin(settings, credentials, guard)
         return Access("admin", await _get(session, submission_id))
-    row = await _get(session, submission_id)
+    row = await session.get(Submission, submission_id, options=[defer(Submission.img_data)])  # type: ignore[arg-type]
     guard.gate()  # no await from here to the comparison
-    if not secrets.compare_digest(hash_token(x_deletion_token), row.deletion_token_hash):
+    if row is None or not secrets.compare_digest(hash_token(x_deletion_token), row.deletion_token_hash):
         await guard.failed("deletion")
         raise InvalidDeletionToken()
     return Access("owner", row)

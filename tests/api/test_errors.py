@@ -111,3 +111,16 @@ async def test_unexpected_errors_are_500_problem_without_internals(app, served):
         response = await client.post("/predict", files={"image": ("a.png", b"x", "image/png")})
     assert_problem(response, 500, "internal_error")
     assert "secret" not in response.text and "RuntimeError" not in response.text
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("OPTIONS", "/submissions", "GET, POST"),
+    ("PUT", "/submissions", "GET, POST"),
+    ("OPTIONS", "/submissions/0b6f6d3e-5d5e-4f8e-9a53-2d1f3c9a7b10", "GET, DELETE"),
+    ("POST", "/submissions/0b6f6d3e-5d5e-4f8e-9a53-2d1f3c9a7b10/image", "GET"),
+    ("GET", "/predict", "POST"),
+])
+async def test_a_405_allows_every_method_of_the_path(client, method, path, allow):
+    response = await client.request(method, path)
+    assert_problem(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == allow

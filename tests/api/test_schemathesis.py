@@ -7,7 +7,8 @@ photos (with a face, without, unusable ones) as well as the bytes Schemathesis m
 fields sometimes from valid values, so that the success paths (200, 201) are reached too.
 
 The app runs with its own lifespan in Schemathesis's event-loop thread, on a scratch database of
-its own (created on the tests' server, migrated, dropped at the end).
+its own (created on the tests' server, migrated, dropped at the end). tests/test_contract.py runs the
+Schemathesis CLI against the served app with every check, that one included, and its stateful phase.
 """
 
 from __future__ import annotations

@@ -70,8 +70,8 @@ async def test_after_withdrawal_the_owner_finds_nothing(client, face_png):
     owner = {"X-Deletion-Token": sub["deletion_token"]}
     url = f"/submissions/{sub['id']}"
     assert (await client.delete(url, headers=owner)).status_code == 204
-    for path in ("", "/image"):
-        assert_problem(await client.get(url + path, headers=owner), 404, "not_found")
+    for path in ("", "/image"):  # the token matches no stored submission now: a token never tells what exists
+        assert_problem(await client.get(url + path, headers=owner), 403, "invalid_deletion_token")
 
 
 async def test_a_token_without_a_submission_id_lists_nothing(client, face_png):
@@ -84,9 +84,9 @@ async def test_the_openapi_document_offers_the_deletion_token_on_reads(client):
     paths = (await client.get("/openapi.json")).json()["paths"]
     for path in ("/submissions/{submission_id}", "/submissions/{submission_id}/image"):
         for method in ("get",) if path.endswith("image") else ("get", "delete"):
-            operation = paths[path][method]
-            headers = [p["name"] for p in operation["parameters"] if p["in"] == "header"]
-            assert headers == ["x-deletion-token"], (method, path)
+            operation = paths[path][method]  # the token is a credential: a security scheme beside the bearer
+            assert {scheme for requirement in operation["security"] for scheme in requirement} == {
+                "HTTPBearer", "DeletionToken"}, (method, path)
             assert {"401", "403", "404", "429"} <= set(operation["responses"]), (method, path)
 
 

@@ -147,6 +147,16 @@ async def test_the_block_ends_when_the_window_passes(app, client_from, admin):
         assert (await client.get("/submissions", headers=admin)).status_code == 200
 
 
+async def test_a_limit_of_zero_turns_the_throttle_off(app, client_from, admin):
+    metrics = Metrics()
+    app.dependency_overrides[get_auth_throttle] = lambda: FailedAuthentications(metrics, limit=0)
+    async with client_from(new_address()) as client:
+        for _ in range(25):
+            assert_problem(await client.get("/submissions", headers=WRONG), 401, "invalid_token")
+        assert (await client.get("/submissions", headers=admin)).status_code == 200
+    assert metrics.auth_failures.labels("admin")._value.get() == 25  # still counted in /metrics
+
+
 async def test_failures_and_blocks_are_counted_in_metrics_and_logged_without_the_token(client_from, served, admin):
     app, _ = served
     stream_lines: list[dict] = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 import tempfile
 from collections.abc import Iterator
@@ -11,7 +10,7 @@ import pytest
 from playwright.sync_api import ConsoleMessage, Page
 
 from tests.api import conftest as api_fixtures
-from tests.browser.server import ConsoleErrors, LiveServer, serve
+from tests.browser.server import CHROMIUM_PATH, ConsoleErrors, LiveServer, serve
 
 # The API tests' database fixtures, reused: the app under test gets a real, migrated Postgres (an
 # embedded one for the run, or a scratch database on TEST_DATABASE_URL's server).
@@ -25,7 +24,7 @@ def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
     # Debian's chromium, never a downloaded browser (see ../shared/docs/toolchain.md).
     return {
         **browser_type_launch_args,
-        "executable_path": os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"),
+        "executable_path": CHROMIUM_PATH,
         "args": [
             "--no-sandbox",
             "--disable-gpu",

@@ -16,6 +16,17 @@ import httpx
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 ROOT = Path(__file__).parent.parent.parent
+CHROMIUM_PATH = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+
+
+def chromium_missing() -> str | None:
+    """Why the browser tests cannot run here (no chromium), or None. `make test` installs chromium itself
+    where it can (as root, with apt-get); `BROWSER_TESTS=required` (CI) runs the tests whatever happens,
+    so that they fail rather than skip."""
+    if os.access(CHROMIUM_PATH, os.X_OK) or os.environ.get("BROWSER_TESTS") == "required":
+        return None
+    return (f"no chromium at {CHROMIUM_PATH}: install it (apt-get install chromium, or run `make test` as root) "
+            "or point CHROMIUM_PATH at one")
 
 
 @dataclass

@@ -10,7 +10,10 @@ import httpx
 import pytest
 from playwright.sync_api import BrowserType, Page, Request, expect
 
-from tests.browser.server import FIXTURES, ConsoleErrors, LiveServer
+from tests.browser.server import FIXTURES, ConsoleErrors, LiveServer, chromium_missing
+
+if reason := chromium_missing():  # one line in the summary rather than a failure per test
+    pytest.skip(reason, allow_module_level=True)
 
 pytestmark = pytest.mark.browser
 
