@@ -8,13 +8,15 @@ Both commands run as a user runs them (a new process each: Python's start, loadi
 for the batch, starting Ray and its actors all count), on the first --photos files of --data in
 name order, and again on the first --small. The larger run's wall time is what a user waits; the
 difference of the two, (photos - small) / (T_photos - T_small), is the rate once running, without
-the fixed costs. The two commands' ages are compared photo by photo (`ml predict` rounds to 0.1).
-Then the same arithmetic for more cores.
+the fixed costs. CPU time is summed over each command's process tree (Ray's processes included,
+read from /proc every 0.2 s), so CPU ms per photo holds however busy the machine is; photos per
+second do not. The two commands' ages are compared photo by photo (`ml predict` rounds to 0.1).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 # Run as a script, bench/ is first on the import path, and bench/http.py would shadow `http`.
@@ -30,17 +33,40 @@ if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().p
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import psutil  # noqa: E402
+
 from bench.machine import describe  # noqa: E402
 
 
-def timed(command: list[str], stdout: Path) -> float:
+@dataclass
+class Timing:
+    wall: float  # seconds
+    cpu: float  # seconds, user + system, of the command and every process it started
+
+
+def timed(command: list[str], stdout: Path) -> Timing:
+    """Run `command`, following its process tree's CPU time (a process's last reading counts)."""
+    cpu: dict[tuple[int, float], float] = {}  # (pid, start time) -> CPU seconds
     start = time.perf_counter()
     with stdout.open("w") as out:
-        subprocess.run(command, stdout=out, stderr=subprocess.DEVNULL, check=True, cwd=ROOT, timeout=3600)
-    return time.perf_counter() - start
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.DEVNULL, cwd=ROOT)
+        root = psutil.Process(process.pid)
+        while process.poll() is None:
+            try:
+                tree = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                tree = []
+            for p in tree:
+                with contextlib.suppress(psutil.Error):
+                    times = p.cpu_times()
+                    cpu[(p.pid, p.create_time())] = times.user + times.system
+            time.sleep(0.2)
+    if process.returncode != 0:
+        raise subprocess.CalledProcessError(process.returncode, command[:4])
+    return Timing(time.perf_counter() - start, sum(cpu.values()))
 
 
-def plain_loop(files: list[str], tmp: Path) -> tuple[float, dict[str, float | None]]:
+def plain_loop(files: list[str], tmp: Path) -> tuple[Timing, dict[str, float | None]]:
     out = tmp / "predict.jsonl"
     seconds = timed([sys.executable, "-m", "ml", "predict", "--json", *files], out)
     ages = {}
@@ -50,7 +76,7 @@ def plain_loop(files: list[str], tmp: Path) -> tuple[float, dict[str, float | No
     return seconds, ages
 
 
-def ray_batch(files: list[str], tmp: Path, actors: int) -> tuple[float, dict[str, float | None]]:
+def ray_batch(files: list[str], tmp: Path, actors: int) -> tuple[Timing, dict[str, float | None]]:
     out = tmp / f"batch-{len(files)}-{actors}.csv"
     seconds = timed([sys.executable, "-m", "ml", "batch", *files, "--out", str(out), "--actors", str(actors),
                      "--quiet"], tmp / "batch.stdout")
@@ -85,11 +111,14 @@ def main() -> None:
             large, batch_ages = ray_batch(files, tmp, actors)
             results[f"python -m ml batch, {actors} actor(s)"] = (small, large)
 
-    print(f"{'command':<40} {'wall ' + str(args.small):>10} {'wall ' + str(len(files)):>11} "
-          f"{'photos/s overall':>17} {'photos/s once running':>22}")
+    more = len(files) - args.small
+    print(f"{'command':<38} {'wall ' + str(args.small):>9} {'wall ' + str(len(files)):>10} {'photos/s':>9} "
+          f"{'once running':>13} {'CPU s ' + str(len(files)):>11} {'CPU ms/photo once running':>26}")
     for name, (small, large) in results.items():
-        running = (len(files) - args.small) / (large - small) if large > small else float("nan")
-        print(f"{name:<40} {small:>9.1f}s {large:>10.1f}s {len(files) / large:>17.1f} {running:>22.1f}")
+        running = more / (large.wall - small.wall) if large.wall > small.wall else float("nan")
+        cpu_ms = 1000 * (large.cpu - small.cpu) / more
+        print(f"{name:<38} {small.wall:>8.1f}s {large.wall:>9.1f}s {len(files) / large.wall:>9.1f} {running:>13.1f} "
+              f"{large.cpu:>11.1f} {cpu_ms:>26.1f}")
 
     both = [f for f in files if plain_ages.get(f) is not None and batch_ages.get(f) is not None]
     differences = [abs(plain_ages[f] - batch_ages[f]) for f in both]

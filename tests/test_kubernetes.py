@@ -207,6 +207,11 @@ def test_the_migration_job_runs_the_migration_with_the_api_image_apart_from_the_
     others = [o for o in objects if o["kind"] != "Job"]
     assert all(o["metadata"].get("labels", {}).get("app.kubernetes.io/component") != "migration" for o in others)
     assert job["metadata"]["annotations"]["argocd.argoproj.io/hook"] == "PreSync"
+    # Applied alone, before the rest, it needs nothing else of the rendering: no account, no ConfigMap.
+    pod = job["spec"]["template"]["spec"]
+    assert "serviceAccountName" not in pod and "envFrom" not in container
+    assert all("valueFrom" not in e or "secretKeyRef" in e["valueFrom"] for e in container["env"])
+    assert all(set(v) == {"name", "emptyDir"} for v in pod["volumes"])
 
 
 def test_prometheus_scrapes_the_metrics_route_on_the_container_port(objects):
