@@ -279,42 +279,60 @@ class ScorePhotos:
 # --- the output --------------------------------------------------------------------------------------
 
 
-def cut_partial_line(path: Path) -> None:
-    """Drop a last line left unfinished by an interrupted run (everything after the last newline)."""
-    with path.open("r+b") as f:
-        size = f.seek(0, os.SEEK_END)
-        if size == 0:
-            return
-        f.seek(size - 1)
-        if f.read(1) == b"\n":
-            return
-        step, end = 1 << 16, size
+def complete_size(path: Path) -> int:
+    """Bytes up to the end of the last complete line (0 when there is none)."""
+    with path.open("rb") as f:
+        end = f.seek(0, os.SEEK_END)
         while end > 0:
-            start = max(0, end - step)
+            start = max(0, end - (1 << 16))
             f.seek(start)
             at = f.read(end - start).rfind(b"\n")
             if at >= 0:
-                f.truncate(start + at + 1)
-                return
+                return start + at + 1
             end = start
-        f.truncate(0)
+    return 0
+
+
+def not_ours(path: Path) -> ValueError:
+    return ValueError(f"{path} exists and is not an output of this command: give another --out")
+
+
+def drop_partial_line(path: Path, starts: tuple[bytes, ...]) -> None:
+    """Cut a last line left unfinished by an interrupted run, if it begins as one of ours would (one
+    of `starts`, or a piece of one); anything else is someone else's file, and is left alone."""
+    end = complete_size(path)
+    with path.open("rb") as f:
+        f.seek(end)
+        tail = f.read(max(len(s) for s in starts))
+    if not tail:
+        return
+    if not any(tail.startswith(s) or s.startswith(tail) for s in starts):
+        raise not_ours(path)
+    os.truncate(path, end)
+
+
+def first_line(path: Path) -> bytes:
+    with path.open("rb") as f:
+        return f.readline()
 
 
 class CsvOutput:
+    header = (",".join(COLUMNS) + "\r\n").encode()  # the csv module ends lines with CRLF
+
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def done(self) -> Iterator[str]:
         if not self.path.exists():
             return
-        cut_partial_line(self.path)
+        head = first_line(self.path)
+        if head.endswith(b"\n") and head.rstrip(b"\r\n") != self.header.rstrip(b"\r\n"):
+            raise not_ours(self.path)
+        # An unfinished header, or an unfinished row: rows begin with an absolute path, maybe quoted.
+        drop_partial_line(self.path, (self.header,) if not head.endswith(b"\n") else (b"/", b'"/'))
         with self.path.open(newline="", encoding="utf-8") as f:
             reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None:
-                return
-            if header != COLUMNS:
-                raise ValueError(f"{self.path} exists and is not an output of this command (its columns differ)")
+            next(reader, None)
             for row in reader:
                 yield row[0]
 
@@ -324,6 +342,7 @@ class CsvOutput:
         self.writer = csv.writer(self.file)
         if new:
             self.writer.writerow(COLUMNS)
+            self.file.flush()
 
     def write(self, table: pa.Table) -> None:
         for row in table.to_pylist():
@@ -335,20 +354,24 @@ class CsvOutput:
 
 
 class JsonLinesOutput:
+    start = b'{"file": '  # every row begins so: json.dumps keeps the schema's order
+
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def done(self) -> Iterator[str]:
         if not self.path.exists():
             return
-        cut_partial_line(self.path)
+        head = first_line(self.path)
+        if head.endswith(b"\n") and not head.startswith(self.start):
+            raise not_ours(self.path)
+        drop_partial_line(self.path, (self.start,))
         with self.path.open(encoding="utf-8") as f:
             for line in f:
-                if line.strip():
-                    row = json.loads(line)
-                    if not isinstance(row, dict) or "file" not in row:
-                        raise ValueError(f"{self.path} exists and is not an output of this command")
-                    yield row["file"]
+                row = json.loads(line)
+                if not isinstance(row, dict) or "file" not in row:
+                    raise not_ours(self.path)
+                yield row["file"]
 
     def open(self) -> None:
         self.file = self.path.open("a", encoding="utf-8")
@@ -377,9 +400,12 @@ class ParquetOutput:
 
     def done(self) -> Iterator[str]:
         for file in self._files():
-            parquet = pq.ParquetFile(file)
+            try:
+                parquet = pq.ParquetFile(file)
+            except (pa.ArrowException, OSError) as e:
+                raise not_ours(file) from e
             if parquet.schema_arrow.names != COLUMNS:
-                raise ValueError(f"{file} exists and is not an output of this command (its columns differ)")
+                raise not_ours(file)
             for batch in parquet.iter_batches(columns=["file"]):
                 yield from batch.column(0).to_pylist()
 

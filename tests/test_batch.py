@@ -244,11 +244,13 @@ def test_the_command_refuses_an_unknown_format_or_a_missing_input_before_startin
     assert "--out must end in .csv, .parquet, .jsonl" in capsys.readouterr().err
     assert main(["batch", str(tmp_path / "nowhere"), "--out", str(tmp_path / "ages.csv")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
-    not_ours = tmp_path / "other.csv"
-    not_ours.write_text("name,age\nx,1\n")
-    assert main(["batch", str(FIXTURES), "--out", str(not_ours)]) == 2
-    assert "not an output of this command" in capsys.readouterr().err
-    assert not_ours.read_text() == "name,age\nx,1\n"  # left alone
+    others = {"other.csv": b"name,age\nx,1", "other.jsonl": b'{"name": "x"}\n{"na', "other.parquet": b"PAR1 no",
+              "half.csv": b"name,a"}  # the last lines unfinished: still not to be cut
+    for name, content in others.items():
+        (tmp_path / name).write_bytes(content)
+        assert main(["batch", str(FIXTURES), "--out", str(tmp_path / name)]) == 2, name
+        assert "not an output of this command" in capsys.readouterr().err
+        assert (tmp_path / name).read_bytes() == content  # left alone
 
 
 def test_the_service_never_imports_ray_and_ml_never_imports_the_api():
