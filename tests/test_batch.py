@@ -4,6 +4,7 @@ interrupted run, and the listing of folders and glob patterns."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import inspect
 import json
@@ -14,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -107,13 +109,14 @@ def parse_cell(column: str, value: str) -> object:
     return float(value)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+def api_answers(photos: dict[str, Path], tmp_path: Path) -> dict[str, httpx.Response]:
+    """POST /predict for each photo, on the real app (its database unreachable: /predict needs none).
+    In a thread of its own: the browser tests leave Playwright's event loop running in this one."""
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, post_each(photos, tmp_path)).result()
 
 
-async def api_answers(photos: dict[str, Path], tmp_path: Path) -> dict[str, httpx.Response]:
-    """POST /predict for each photo, on the real app (its database unreachable: /predict needs none)."""
+async def post_each(photos: dict[str, Path], tmp_path: Path) -> dict[str, httpx.Response]:
     settings = Settings(_env_file=None, database_url="postgresql://postgres@127.0.0.1:1/none", data_dir=tmp_path,
                         frontend_dir=tmp_path / "no-frontend", rate_limit_per_minute=0, max_upload_bytes=MAX_BYTES)
     async with LifespanManager(create_app(settings), startup_timeout=120, shutdown_timeout=30) as manager:
@@ -123,10 +126,9 @@ async def api_answers(photos: dict[str, Path], tmp_path: Path) -> dict[str, http
                     for name, path in photos.items()}
 
 
-@pytest.mark.anyio
-async def test_batch_answers_as_post_predict_does_for_the_same_files(outputs, photos, tmp_path):
+def test_batch_answers_as_post_predict_does_for_the_same_files(outputs, photos, tmp_path):
     rows = read_rows(outputs["jsonl"])
-    answers = await api_answers(photos, tmp_path)
+    answers = api_answers(photos, tmp_path)
     assert set(rows) == {str(p) for p in photos.values()}
     for name, response in answers.items():
         row = rows[str(photos[name])]
