@@ -6,7 +6,8 @@ on the same photos.
 
 Both commands run as a user runs them (a new process each: Python's start, loading the model and,
 for the batch, starting Ray and its actors all count), on the first --photos files of --data in
-name order, and again on the first --small. The larger run's wall time is what a user waits; the
+name order, and again on the first --small; the batch first, then the loop, each line printed as
+soon as it is measured. The larger run's wall time is what a user waits; the
 difference of the two, (photos - small) / (T_photos - T_small), is the rate once running, without
 the fixed costs. CPU time is summed over each command's process tree (Ray's processes included,
 read from /proc every 0.2 s), so CPU ms per photo holds however busy the machine is; photos per
@@ -100,25 +101,25 @@ def main() -> None:
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"{len(files)} photos from {args.data} ({size_mb:.1f} MB), and the first {args.small} of them\n")
 
-    results = {}
-    with tempfile.TemporaryDirectory(prefix="bench-batch-") as folder:
-        tmp = Path(folder)
-        small, _ = plain_loop(files[: args.small], tmp)
-        large, plain_ages = plain_loop(files, tmp)
-        results["python -m ml predict (one process)"] = (small, large)
-        for actors in args.actors:
-            small, _ = ray_batch(files[: args.small], tmp, actors)
-            large, batch_ages = ray_batch(files, tmp, actors)
-            results[f"python -m ml batch, {actors} actor(s)"] = (small, large)
-
     more = len(files) - args.small
     print(f"{'command':<38} {'wall ' + str(args.small):>9} {'wall ' + str(len(files)):>10} {'photos/s':>9} "
-          f"{'once running':>13} {'CPU s ' + str(len(files)):>11} {'CPU ms/photo once running':>26}")
-    for name, (small, large) in results.items():
+          f"{'once running':>13} {'CPU s ' + str(len(files)):>11} {'CPU ms/photo once running':>26}", flush=True)
+
+    def report(name: str, small: Timing, large: Timing) -> None:
         running = more / (large.wall - small.wall) if large.wall > small.wall else float("nan")
         cpu_ms = 1000 * (large.cpu - small.cpu) / more
         print(f"{name:<38} {small.wall:>8.1f}s {large.wall:>9.1f}s {len(files) / large.wall:>9.1f} {running:>13.1f} "
-              f"{large.cpu:>11.1f} {cpu_ms:>26.1f}")
+              f"{large.cpu:>11.1f} {cpu_ms:>26.1f}", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="bench-batch-") as folder:
+        tmp = Path(folder)
+        for actors in args.actors:
+            small, _ = ray_batch(files[: args.small], tmp, actors)
+            large, batch_ages = ray_batch(files, tmp, actors)
+            report(f"python -m ml batch, {actors} actor(s)", small, large)
+        small, _ = plain_loop(files[: args.small], tmp)
+        large, plain_ages = plain_loop(files, tmp)
+        report("python -m ml predict (one process)", small, large)
 
     both = [f for f in files if plain_ages.get(f) is not None and batch_ages.get(f) is not None]
     differences = [abs(plain_ages[f] - batch_ages[f]) for f in both]
