@@ -14,13 +14,14 @@ help: ## list the targets
 
 # torch first, from the pinned CPU wheel: anything that pulled torch in on its own would take a
 # CUDA build of several GB. mediapipe without its dependencies: its opencv-contrib-python would
-# overwrite opencv-python-headless. The stamp file re-runs this when pyproject.toml changes.
+# overwrite opencv-python-headless. The batch extra (Ray) too: the tests run `ml batch` on a real Ray.
+# The stamp file re-runs this when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet --no-deps mediapipe==1.2.3
-	$(PIP) install --quiet -e ".[dev]"
+	$(PIP) install --quiet -e ".[dev,batch]"
 	touch $@
 
 install: $(VENV)/.installed ## create .venv and install everything

@@ -1,9 +1,10 @@
-"""Command line: `python -m ml predict|evaluate|split ...`; `python -m ml -h` for help."""
+"""Command line: `python -m ml predict|batch|evaluate|split|train|ensemble ...`; `python -m ml -h` for help."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -47,6 +48,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     print(f"{photo}: face {i} at {b['x']},{b['y']} {b['width']}x{b['height']}: "
                           f"age {f['age']:.0f} (80% interval {lo:.0f}-{hi:.0f})")
     return status
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    try:
+        from ml import batch
+    except ImportError as e:  # ray and pyarrow come with the optional extra
+        print(f"python -m ml batch needs Ray: pip install -e '.[batch]' ({e})", file=sys.stderr)
+        return 2
+    try:
+        batch.output_format(args.out)
+        batch.check_inputs(args.inputs)
+        summary = batch.run(args.inputs, args.out, weights=args.weights, address=args.address, actors=args.actors,
+                            cpus=args.cpus,
+                            max_bytes=args.max_bytes or batch.DEFAULT_MAX_BYTES, progress=not args.quiet)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"python -m ml batch: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.out}: {summary.scored} photos scored in {summary.seconds:.1f} s ({summary.per_second:.1f} photos/s), "
+          f"{summary.errors} with an error code; {summary.skipped} already there", file=sys.stderr)
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -99,6 +120,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="one JSON object per photo")
     p.add_argument("--weights", type=Path, default=None, help="age model (.safetensors)")
     p.set_defaults(func=cmd_predict)
+
+    b = sub.add_parser("batch", help="score folders of photos on Ray into one CSV, Parquet or JSON lines file",
+                       description="One row per file: faces, and the largest face's age, interval and box; "
+                                   "an error code for a file that cannot be read or decoded. Run again with "
+                                   "the same --out to go on where it stopped.")
+    b.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="a folder (its .jpg, .jpeg, .png and .webp files, at any depth), a file, or a glob "
+                        "pattern in quotes ('photos/**/*.jpg')")
+    b.add_argument("--out", type=Path, required=True, help="results: .csv, .parquet or .jsonl")
+    b.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or None,
+                   help="Ray cluster to join ('auto': the one started on this machine with `ray start`); "
+                        "default: $RAY_ADDRESS, else a local Ray started for the run")
+    b.add_argument("--actors", type=int, default=None, help="scoring actors (default: one per CPU of the cluster)")
+    b.add_argument("--cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
+    b.add_argument("--weights", type=Path, default=None, help="age model (.safetensors)")
+    b.add_argument("--max-bytes", type=int, default=None,
+                   help="larger files get file_too_large, as from the API (default 10 MiB, the API's default)")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=cmd_batch)
 
     from ml.data import SPLIT_FILE
 

@@ -1,4 +1,11 @@
-"""GET /healthz: is the service up, and can it reach its database?"""
+"""Health: `/healthz` (is the service up, and can it reach its database?) and the two probes an
+orchestrator asks, `/livez` and `/readyz`, which never look at the database.
+
+A database outage must not take a replica out of service: `/detect` and `/predict` never touch the
+database, and `/submissions` answers 503 `database_unavailable` with Retry-After by itself. So the
+probes say only what the process knows: it answers (`/livez`), and its model is loaded
+(`/readyz`, which the app serves only once its lifespan has loaded the predictor).
+"""
 
 from __future__ import annotations
 
@@ -39,3 +46,15 @@ async def read_health(session: SessionDep, database: DatabaseDep, predictor: Pre
         return Health(status="degraded", database="unavailable", model_version=predictor.version,
                       detail=database.problem)
     return Health(status="ok", database="ok", model_version=predictor.version)
+
+
+@router.get("/livez", include_in_schema=False)
+async def read_liveness() -> dict[str, str]:
+    """Liveness: the event loop answers. Nothing else is asked, so that only a wedged process is restarted."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", include_in_schema=False)
+async def read_readiness(predictor: PredictorDep) -> dict[str, str]:
+    """Readiness: the model is loaded and `/predict` can be served, whatever the database's state."""
+    return {"status": "ready", "model_version": predictor.version}

@@ -3,7 +3,8 @@ Postgres of this module's own, stopped with its pg_ctl (`-m immediate`: no goodb
 as in a crash) and started again, while the app keeps running:
 
 - /submissions answers 201 or 503 `database_unavailable` with Retry-After, never a 500 or a hang;
-  /predict and /detect keep answering; /healthz says the database is unavailable;
+  /predict and /detect keep answering; /healthz says the database is unavailable, and the probes
+  /livez and /readyz still answer 200;
 - once the database is back, the same app recovers by itself, and every request retried with its
   Idempotency-Key is stored exactly once: the stored rows are exactly the 201s answered.
 """
@@ -131,6 +132,8 @@ async def test_a_database_killed_mid_upload_loses_nothing_and_the_app_recovers(c
             assert response.status_code == 200 and len(response.json()["faces"]) == 1
         health = await client.get("/healthz")
         assert health.status_code == 503 and health.json()["database"] == "unavailable"
+        for probe in ("/livez", "/readyz"):  # what Kubernetes asks: the replica stays in service
+            assert (await client.get(probe)).status_code == 200
 
     # 3. Back again: the same app recovers, and each upload retried with its key is stored once.
     await anyio.to_thread.run_sync(server.start)

@@ -1,9 +1,14 @@
-"""GET /healthz, and the OpenAPI document."""
+"""GET /healthz, the probes /livez and /readyz, and the OpenAPI document."""
 
 from __future__ import annotations
 
-import pytest
+import socket
 
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from api.main import create_app
 from tests.api.conftest import SHIPPED_VERSION
 
 pytestmark = pytest.mark.anyio
@@ -13,6 +18,36 @@ async def test_health_is_ok_with_the_database_and_model_version(client):
     response = await client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "database": "ok", "model_version": SHIPPED_VERSION}
+
+
+async def test_probes_answer_without_asking_the_database(client):
+    live = await client.get("/livez")
+    assert live.status_code == 200 and live.json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200 and ready.json() == {"status": "ready", "model_version": SHIPPED_VERSION}
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on: connections to it are refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_a_replica_started_while_the_database_is_down_is_ready_and_predicts(settings, face_png):
+    """What Kubernetes sees of a pod started (or restarted, or added by the autoscaler) during a
+    database outage: ready, and serving /predict, while /healthz reports the outage."""
+    down = settings.model_copy(update={"database_url": f"postgresql://postgres@127.0.0.1:{closed_port()}/none"})
+    app = create_app(down)
+    async with LifespanManager(app, startup_timeout=120, shutdown_timeout=30) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60) as client:
+            assert (await client.get("/livez")).status_code == 200
+            assert (await client.get("/readyz")).json() == {"status": "ready", "model_version": SHIPPED_VERSION}
+            predicted = await client.post("/predict", files={"image": ("me.png", face_png, "image/png")})
+            assert predicted.status_code == 200 and len(predicted.json()["faces"]) == 1
+            health = await client.get("/healthz")
+            assert health.status_code == 503 and health.json()["database"] == "unavailable"
 
 
 async def test_openapi_documents_every_route_with_models_and_problem_errors(client):
