@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import anyio.to_thread
-import torch
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -39,11 +37,7 @@ returns a one-time deletion token. Every error is `application/problem+json` wit
 
 
 def load_predictor(settings: Settings) -> Predictor:
-    # One slot per photo in flight, each with its share of the cores rather than all of them each
-    # (oversubscribed torch threads spin against each other). With several worker processes, set
-    # OMP_NUM_THREADS (e.g. 1): this process cannot see the others.
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.concurrency_slots))
+    # One slot per photo in flight; ml.runtime gives each its share of the cores (threads_per_slot).
     ml_settings = PredictorSettings(max_faces=settings.max_faces, max_pixels=settings.max_image_pixels,
                                     parallel=settings.concurrency_slots)
     return Predictor.load(settings.age_weights, settings=ml_settings)
@@ -55,14 +49,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
-        async with AsyncExitStack() as stack:  # undone in reverse: predictor, engine, then Postgres
+        async with AsyncExitStack() as stack:  # undone in reverse: engine, Postgres, then the predictor
             stack.callback(log.info, "app stopped")
+            # The model first: weights that cannot be served stop the start before a database is started.
+            predictor = await anyio.to_thread.run_sync(load_predictor, settings)
+            stack.callback(predictor.close)
             database = await anyio.to_thread.run_sync(start_database, settings)
             stack.push_async_callback(anyio.to_thread.run_sync, database.stop)
             engine = create_engine(database.url)
             stack.push_async_callback(engine.dispose)
-            predictor = await anyio.to_thread.run_sync(load_predictor, settings)
-            stack.callback(predictor.close)
             log.info("serving model %s, %d slot(s)", predictor.version, settings.concurrency_slots)
             yield State(
                 settings=settings,

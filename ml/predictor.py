@@ -8,16 +8,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from ml.agemodel import AgeModel, load_age_model
+from ml import runtime
 from ml.align import FaceAligner
 from ml.faces import DetectorSettings, Face, FaceDetector
 from ml.images import DEFAULT_MAX_PIXELS, DEFAULT_WORK_SIDE, LoadedImage, load_image
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-# The model the service ships; the imported original stays beside it for comparison.
-DEFAULT_AGE_WEIGHTS = WEIGHTS_DIR / "resnet10x3-utkface-v2.safetensors"
+# The model the service ships, exported for the serving runtime (`python -m ml export`) from the
+# .safetensors file of the same name beside it; the imported original is there too, for comparison.
+DEFAULT_AGE_WEIGHTS = WEIGHTS_DIR / "resnet10x3-utkface-v2.onnx"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +59,13 @@ class Predictor:
     """Detector, aligner and age network, loaded once.
 
     Every method may be called from several threads at once: MediaPipe graphs are borrowed from a
-    pool, dlib's predictor and the torch network are read-only.
+    pool, dlib's predictor and the age model's session are read-only. `age_model` is read once per
+    call, so replacing it (one assignment) swaps the model without stopping: a call in progress
+    finishes with the model it started with. Any object with `version` and `estimate(chips,
+    coverage)` serves (`ml.runtime.ServedAgeModel`; the torch `ml.agemodel.AgeModel` for comparison).
     """
 
-    def __init__(self, detector: FaceDetector, aligner: FaceAligner, age_model: AgeModel,
+    def __init__(self, detector: FaceDetector, aligner: FaceAligner, age_model: runtime.AgeEstimator,
                  settings: PredictorSettings) -> None:
         self.detector = detector
         self.aligner = aligner
@@ -73,10 +76,11 @@ class Predictor:
     @classmethod
     def load(cls, age_weights: Path | str | None = None, settings: PredictorSettings | None = None,
              *, threads: int | None = None) -> Predictor:
+        """`threads`: the age network's threads per call (default: `ml.runtime.threads_per_slot` for
+        `settings.parallel` slots)."""
         settings = settings or PredictorSettings()
-        if threads:
-            torch.set_num_threads(threads)
-        age_model = load_age_model(Path(age_weights or DEFAULT_AGE_WEIGHTS))
+        threads = threads or runtime.threads_per_slot(settings.parallel)
+        age_model = runtime.load_age_model(Path(age_weights or DEFAULT_AGE_WEIGHTS), threads)
         detector = FaceDetector(settings.detector, size=settings.parallel)
         return cls(detector, FaceAligner(), age_model, settings)
 
@@ -125,6 +129,7 @@ class Predictor:
         return self.aligner.chips(image.rgb, [f.box for f in faces])
 
     def predict(self, image: LoadedImage | bytes) -> Prediction:
+        age_model = self.age_model  # once: a swap during this call does not mix two models
         timings: dict[str, float] = {}
         img = self._image(image, timings)
         faces = self._faces(img, timings)
@@ -132,10 +137,10 @@ class Predictor:
         chips = self.chips(img, faces)
         timings["align"] = time.perf_counter() - t
         t = time.perf_counter()
-        estimates = self.age_model.estimate(chips, self.settings.coverage)
+        estimates = age_model.estimate(chips, self.settings.coverage)
         timings["age"] = time.perf_counter() - t
         results = [
             FaceAge(face.scaled(1 / img.scale), e.age, (e.low, e.high), e.spread)
             for face, e in zip(faces, estimates, strict=True)
         ]
-        return Prediction(img.width, img.height, results, self.version, timings)
+        return Prediction(img.width, img.height, results, age_model.version, timings)

@@ -29,8 +29,8 @@ from api import db
 from api.config import Settings
 from api.deps import get_session
 from api.main import create_app
-from ml.agemodel import read_metadata
 from ml.predictor import DEFAULT_AGE_WEIGHTS
+from ml.runtime import read_metadata
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 # What the service must report: the version recorded in the shipped weights file.
