@@ -135,7 +135,7 @@ def export(source: Path, out: Path) -> runtime.ServedAgeModel:
                           dynamic_axes={runtime.INPUT: {0: "faces"}, runtime.OUTPUT: {1: "faces"}})
     proto = onnx.load_from_string(buf.getvalue())
     float16_initializers(proto.graph)
-    helper.set_model_props(proto, metadata(model, source))
+    helper.set_model_props(proto, dict(sorted(metadata(model, source).items())))  # sorted: the same bytes each time
     proto.producer_name = "whatsmyage ml.export"
     onnx.checker.check_model(proto)
     out.parent.mkdir(parents=True, exist_ok=True)
