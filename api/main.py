@@ -23,7 +23,7 @@ from api.middleware import BodySizeLimit, MultipartGuard
 from api.observe import RequestObserver
 from api.ratelimit import RateLimit
 from api.routes import detect, health, metrics, predict, submissions
-from ml import Predictor, PredictorSettings
+from ml import Predictor, PredictorSettings, runtime
 
 log = logging.getLogger("api")
 
@@ -37,10 +37,14 @@ returns a one-time deletion token. Every error is `application/problem+json` wit
 
 
 def load_predictor(settings: Settings) -> Predictor:
-    # One slot per photo in flight; ml.runtime gives each its share of the cores (threads_per_slot).
+    # One slot per photo in flight; ml.runtime gives each its share of the cores (threads_per_slot)
+    # and keeps the allocator from holding on to what loading and each photo free.
+    runtime.tune_allocator()
     ml_settings = PredictorSettings(max_faces=settings.max_faces, max_pixels=settings.max_image_pixels,
                                     parallel=settings.concurrency_slots)
-    return Predictor.load(settings.age_weights, settings=ml_settings)
+    predictor = Predictor.load(settings.age_weights, settings=ml_settings)
+    runtime.release_free_memory()
+    return predictor
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
