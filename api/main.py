@@ -37,8 +37,8 @@ returns a one-time deletion token. Every error is `application/problem+json` wit
 
 
 def load_predictor(settings: Settings) -> Predictor:
-    # One slot per photo in flight; ml.runtime gives each its share of the cores (threads_per_slot)
-    # and keeps the allocator from holding on to what loading and each photo free.
+    # One slot per photo in flight; ml.runtime spreads a photo's age step over the CPUs no other photo
+    # holds, and keeps the allocator from holding on to what loading and each photo free.
     runtime.tune_allocator()
     ml_settings = PredictorSettings(max_faces=settings.max_faces, max_pixels=settings.max_image_pixels,
                                     parallel=settings.concurrency_slots)

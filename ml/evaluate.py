@@ -64,7 +64,7 @@ def metrics(pred: np.ndarray, low: np.ndarray, high: np.ndarray, chips: ChipSet)
 def load_model(path: Path) -> runtime.AgeEstimator:
     """The served runtime for an .onnx file, the torch reference for anything else."""
     if path.suffix == runtime.ONNX_SUFFIX:
-        return runtime.load_age_model(path, threads=runtime.threads_per_slot(1))
+        return runtime.load_age_model(path)
     from ml.agemodel import load_age_model
 
     return load_age_model(path)

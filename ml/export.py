@@ -4,7 +4,7 @@
 
 The .safetensors file stays the training source and the torch reference; the .onnx file is what is
 served. One file holds the whole model: every member of an ensemble in one graph (input `chips`,
-uint8 N x 64 x 64 x 3; output `outputs`, the members' raw outputs stacked) and, as ONNX metadata,
+uint8 N x 64 x 64 x 3; one output per member, `member0`, `member1`, ...) and, as ONNX metadata,
 everything needed to read it (version, arch, temperatures, mirror, residuals, the age of each class)
 plus the name and SHA-256 of the weights it came from. Weights stored as float16 stay float16 in
 the file, each cast to float32 once when ONNX Runtime loads it: the served network computes with
@@ -35,15 +35,15 @@ TOLERANCE_YEARS = 0.01  # between torch and ONNX Runtime on the export's check c
 
 
 class ExportGraph(nn.Module):
-    """uint8 chips in, every member's output out, stacked."""
+    """uint8 chips in, each member's output out (the runtime may run members on threads of their own)."""
 
     def __init__(self, model: AgeModel) -> None:
         super().__init__()
         self.nets = nn.ModuleList(model.nets)
 
-    def forward(self, chips: torch.Tensor) -> torch.Tensor:
+    def forward(self, chips: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = self.nets[0].preprocess(chips)
-        return torch.stack([net(x) for net in self.nets])
+        return tuple(net(x) for net in self.nets)
 
 
 def fix_padding(graph: ExportGraph) -> None:
@@ -124,6 +124,7 @@ def export(source: Path, out: Path) -> runtime.ServedAgeModel:
     model = load_age_model(source, fold=False)  # unfolded: the file holds the stored numbers as they are
     graph = ExportGraph(model).eval()
     fix_padding(graph)
+    outputs = [runtime.member_output(i) for i in range(len(model.nets))]
     buf = io.BytesIO()
     # The TorchScript exporter (dynamo=False): the newer one needs onnxscript, and this graph is plain.
     # It warns that it is deprecated, and about shape inference it does not need here.
@@ -131,8 +132,8 @@ def export(source: Path, out: Path) -> runtime.ServedAgeModel:
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
         torch.onnx.export(graph, (torch.zeros(1, 64, 64, 3, dtype=torch.uint8),), buf, dynamo=False,
-                          opset_version=OPSET, input_names=[runtime.INPUT], output_names=[runtime.OUTPUT],
-                          dynamic_axes={runtime.INPUT: {0: "faces"}, runtime.OUTPUT: {1: "faces"}})
+                          opset_version=OPSET, input_names=[runtime.INPUT], output_names=outputs,
+                          dynamic_axes={name: {0: "faces"} for name in [runtime.INPUT, *outputs]})
     proto = onnx.load_from_string(buf.getvalue())
     float16_initializers(proto.graph)
     helper.set_model_props(proto, dict(sorted(metadata(model, source).items())))  # sorted: the same bytes each time

@@ -61,28 +61,31 @@ class Predictor:
     Every method may be called from several threads at once: MediaPipe graphs are borrowed from a
     pool, dlib's predictor and the age model's session are read-only. `age_model` is read once per
     call, so replacing it (one assignment) swaps the model without stopping: a call in progress
-    finishes with the model it started with. Any object with `version` and `estimate(chips,
-    coverage)` serves (`ml.runtime.ServedAgeModel`; the torch `ml.agemodel.AgeModel` for comparison).
+    finishes with the model it started with. Load the new one with `ml.runtime.load_age_model(path,
+    predictor.cpus)`, so that it sees the photos in flight. Any object with `version` and
+    `estimate(chips, coverage)` serves (`ml.runtime.ServedAgeModel`; the torch `ml.agemodel.AgeModel`
+    for comparison).
     """
 
     def __init__(self, detector: FaceDetector, aligner: FaceAligner, age_model: runtime.AgeEstimator,
-                 settings: PredictorSettings) -> None:
+                 settings: PredictorSettings, cpus: runtime.CpuShare | None = None) -> None:
         self.detector = detector
         self.aligner = aligner
         self.age_model = age_model
         self.settings = settings
+        self.cpus = cpus or runtime.CpuShare()  # photos in flight: see ml.runtime
         self._closed = threading.Event()
 
     @classmethod
     def load(cls, age_weights: Path | str | None = None, settings: PredictorSettings | None = None,
              *, threads: int | None = None) -> Predictor:
-        """`threads`: the age network's threads per call (default: `ml.runtime.threads_per_slot` for
-        `settings.parallel` slots)."""
+        """`threads`: the most threads one photo's age step may use (default: the process's CPUs;
+        `ml.runtime.CpuShare` gives a photo only those no other photo is using)."""
         settings = settings or PredictorSettings()
-        threads = threads or runtime.threads_per_slot(settings.parallel)
-        age_model = runtime.load_age_model(Path(age_weights or DEFAULT_AGE_WEIGHTS), threads)
+        cpus = runtime.CpuShare(threads)
+        age_model = runtime.load_age_model(Path(age_weights or DEFAULT_AGE_WEIGHTS), cpus)
         detector = FaceDetector(settings.detector, size=settings.parallel)
-        return cls(detector, FaceAligner(), age_model, settings)
+        return cls(detector, FaceAligner(), age_model, settings, cpus)
 
     @property
     def version(self) -> str:
@@ -93,6 +96,7 @@ class Predictor:
         if not self._closed.is_set():
             self._closed.set()
             self.detector.close()
+            self.cpus.close()
 
     def __enter__(self) -> Predictor:
         return self
@@ -120,15 +124,20 @@ class Predictor:
         return faces
 
     def detect(self, image: LoadedImage | bytes) -> Detection:
-        timings: dict[str, float] = {}
-        img = self._image(image, timings)
-        faces = [f.scaled(1 / img.scale) for f in self._faces(img, timings)]
-        return Detection(img.width, img.height, faces, timings)
+        with self.cpus.photo():
+            timings: dict[str, float] = {}
+            img = self._image(image, timings)
+            faces = [f.scaled(1 / img.scale) for f in self._faces(img, timings)]
+            return Detection(img.width, img.height, faces, timings)
 
     def chips(self, image: LoadedImage, faces: list[Face]) -> np.ndarray:
         return self.aligner.chips(image.rgb, [f.box for f in faces])
 
     def predict(self, image: LoadedImage | bytes) -> Prediction:
+        with self.cpus.photo():
+            return self._predict(image)
+
+    def _predict(self, image: LoadedImage | bytes) -> Prediction:
         age_model = self.age_model  # once: a swap during this call does not mix two models
         timings: dict[str, float] = {}
         img = self._image(image, timings)

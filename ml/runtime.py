@@ -1,15 +1,21 @@
 """How the age networks run when serving: ONNX Runtime on the CPU, with numpy around it.
 
 This module is the one place that decides it: the runtime, its threads and its memory settings.
-`ml.predictor` and `api/` call `load_age_model` and `threads_per_slot` and never branch on what runs
+`ml.predictor` and `api/` load models through `load_age_model` and never branch on what runs
 underneath. It imports neither torch nor anything of training: the serving process stays free of
 torch (about 226 MB of memory, and most of the container image).
 
 A served model is one ONNX file written by `python -m ml export` (`ml.export`, the torch side) from
-the training weights (.safetensors). The graph takes uint8 chips N x 64 x 64 x 3 (RGB) and returns
-every member's raw output stacked: M x N x classes (logits) for "resnet10", M x N (years) for "vgg".
-How to read that output travels in the same file, as ONNX metadata: version, arch, temperatures,
-mirror averaging, residuals (vgg), the age of each class. See `ml.agemodel` for what they mean.
+the training weights (.safetensors). The graph takes uint8 chips N x 64 x 64 x 3 (RGB) and has one
+output per member of the model, `member0`, `member1`, ...: N x classes (logits) for "resnet10", N
+(years) for "vgg". How to read them travels in the same file, as ONNX metadata: version, arch,
+temperatures, mirror averaging, residuals (vgg), the age of each class. See `ml.agemodel` for what
+they mean.
+
+Threads: every run of the session uses one thread, and `CpuShare` decides how many runs one call
+makes at once. A photo alone in the process spreads its age step over the CPUs no other photo is
+using (its chips, or the members, split between threads); under load each photo keeps to its own
+thread, so that photos in flight never ask for more threads than there are CPUs.
 """
 
 from __future__ import annotations
@@ -18,6 +24,10 @@ import ctypes
 import ctypes.util
 import json
 import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -27,7 +37,10 @@ import onnxruntime as ort
 
 ONNX_SUFFIX = ".onnx"
 INPUT = "chips"
-OUTPUT = "outputs"
+
+
+def member_output(i: int) -> str:
+    return f"member{i}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,34 +134,79 @@ def softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def threads_per_slot(slots: int, cpus: int | None = None) -> int:
-    """Intra-op threads for each of `slots` photos processed at once, so that together they never
-    ask for more threads than there are CPUs: `OMP_NUM_THREADS` when set (several worker processes on
-    one machine, which cannot see each other), else the CPUs this process may run on, divided by
-    `slots`."""
+def available_cpus() -> int:
+    """The CPUs this process may use: `OMP_NUM_THREADS` when set (several worker processes on one
+    machine cannot see each other: each is told its share), else those it may run on."""
     given = os.environ.get("OMP_NUM_THREADS", "")
     if given.isdigit() and int(given) > 0:
         return int(given)
-    if cpus is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cpus // max(1, slots))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def session_options(threads: int) -> ort.SessionOptions:
-    """One session is shared by every slot. Its threads: `threads` for one run (the caller's thread
-    is one of them), no inter-op pool, no spinning (a spinning pool thread takes a core from the
-    other slot's detector). Memory: no arena and no per-shape memory plans, which ONNX Runtime keeps
-    for every batch size it has seen and never gives back; these tensors are small."""
+class CpuShare:
+    """The CPUs of a process and the photos it has in flight, one CPU each (decoding, detection and
+    alignment run on the photo's own thread). `width()` is how many threads the age step of a photo
+    may use now: its own plus those no other photo holds. Helper threads are created on first need.
+
+    A photo that arrives while another's age step is spread out briefly shares a CPU with it; a
+    photo never starts more threads than there are idle CPUs.
+    """
+
+    def __init__(self, cpus: int | None = None) -> None:
+        self.cpus = max(1, cpus or available_cpus())
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self._helpers: ThreadPoolExecutor | None = None
+
+    @contextmanager
+    def photo(self) -> Iterator[None]:
+        with self._lock:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def width(self) -> int:
+        return max(1, self.cpus - max(0, self._in_flight - 1))
+
+    def helpers(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._helpers is None:
+                self._helpers = ThreadPoolExecutor(max(1, self.cpus - 1), thread_name_prefix="age-step")
+            return self._helpers
+
+    def close(self) -> None:
+        if self._helpers is not None:
+            self._helpers.shutdown(wait=False)
+
+
+def session_options() -> ort.SessionOptions:
+    """One session is shared by every photo in flight, each run on the caller's thread alone (no
+    intra- or inter-op pools: `CpuShare` decides the parallelism). Memory: no arena and no per-shape
+    memory plans, which ONNX Runtime keeps for every batch size it has seen and never gives back;
+    these tensors are small."""
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.intra_op_num_threads = max(1, threads)
+    so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.enable_cpu_mem_arena = False
     so.enable_mem_pattern = False
     so.log_severity_level = 3  # errors only
     return so
+
+
+def balanced(costs: list[float], parts: int) -> list[list[int]]:
+    """Indices of `costs` in `parts` groups of about equal total (largest first, each to the lightest)."""
+    groups: list[list[int]] = [[] for _ in range(parts)]
+    totals = [0.0] * parts
+    for i in sorted(range(len(costs)), key=lambda i: -costs[i]):
+        k = totals.index(min(totals))
+        groups[k].append(i)
+        totals[k] += costs[i]
+    return [g for g in groups if g]
 
 
 @dataclass
@@ -158,21 +216,47 @@ class ServedAgeModel:
 
     session: ort.InferenceSession
     version: str
+    cpus: CpuShare
     arch: str = "resnet10"
     ages: np.ndarray = field(default_factory=lambda: np.zeros(0))  # resnet10: the age of each class
     temperature: float = 1.0
     point_temperature: float | None = None
     mirror: bool = False
     residuals: tuple[float, float, float] = (-5.0, 5.0, 5.0)
+    member_costs: list[float] = field(default_factory=lambda: [1.0])  # relative work of each member
     meta: dict[str, str] = field(default_factory=dict)
 
     def outputs(self, chips: np.ndarray) -> np.ndarray:
         """Every member's raw output for uint8 chips N x 64 x 64 x 3, the mirrored chips appended
-        when the model averages them: M x N (x classes), or M x 2N."""
+        when the model averages them: M x N (x classes), or M x 2N. Spread over `cpus.width()`
+        threads: by chips when there are enough of them, else by members."""
         x = np.ascontiguousarray(chips, dtype=np.uint8)
         if self.mirror:
             x = np.concatenate([x, x[:, :, ::-1]])
-        return self.session.run([OUTPUT], {INPUT: x})[0]
+        members = list(range(len(self.member_costs)))
+        width = min(self.cpus.width(), max(len(x), len(members)))
+        if width <= 1:
+            return self._run(x, members)
+        if len(x) >= width:
+            bounds = np.linspace(0, len(x), width + 1).round().astype(int)
+            parts = self._parallel([(x[a:b], members) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+            return np.concatenate(parts, axis=1)
+        groups = balanced(self.member_costs, width)
+        parts = self._parallel([(x, g) for g in groups])
+        out = np.empty((len(members), *parts[0].shape[1:]), dtype=parts[0].dtype)
+        for g, part in zip(groups, parts, strict=True):
+            out[g] = part
+        return out
+
+    def _run(self, x: np.ndarray, members: list[int]) -> np.ndarray:
+        return np.stack(self.session.run([member_output(i) for i in members], {INPUT: x}))
+
+    def _parallel(self, jobs: list[tuple[np.ndarray, list[int]]]) -> list[np.ndarray]:
+        """The first job on this thread, the others on helper threads (ONNX Runtime lets go of the GIL)."""
+        helpers = self.cpus.helpers()
+        futures = [helpers.submit(self._run, x, m) for x, m in jobs[1:]]
+        first = self._run(*jobs[0])
+        return [first, *(f.result() for f in futures)]
 
     def _average(self, outputs: np.ndarray, n: int, temperature: float) -> np.ndarray:
         probs = softmax(outputs, temperature).mean(axis=0)
@@ -184,8 +268,8 @@ class ServedAgeModel:
         return self._average(self.outputs(chips), len(chips), temperature or self.temperature)
 
     def estimate(self, chips: np.ndarray, coverage: float = 0.8) -> list[AgeDistribution]:
-        """One estimate per chip, all chips in one run. `coverage` applies to resnet10; a regressor's
-        interval is its recorded 80% one."""
+        """One estimate per chip. `coverage` applies to resnet10; a regressor's interval is its
+        recorded 80% one."""
         n = len(chips)
         if n == 0:
             return []
@@ -213,8 +297,9 @@ def read_metadata(path: Path | str) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
 
 
-def load_age_model(path: Path | str, threads: int = 1) -> ServedAgeModel:
-    """The exported age model at `path`, running with `threads` intra-op threads per call.
+def load_age_model(path: Path | str, cpus: CpuShare | None = None) -> ServedAgeModel:
+    """The exported age model at `path`; `cpus` is the share of the process it runs in (the
+    predictor's, so that it sees the photos in flight; default: a share of its own).
 
     Raises `NotExported` for anything but an exported .onnx file (a .safetensors file is the
     training source: `python -m ml export` writes the served file from it)."""
@@ -224,19 +309,25 @@ def load_age_model(path: Path | str, threads: int = 1) -> ServedAgeModel:
             f"{path} is not an exported age model: the service runs .onnx files. Export it with "
             f"`python -m ml export {path} --out {path.with_suffix(ONNX_SUFFIX)}` (needs the training extra: "
             f"pip install -e '.[train]') and point WMA_AGE_WEIGHTS at the .onnx file.")
-    session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
     meta = dict(session.get_modelmeta().custom_metadata_map)
     if "version" not in meta or "arch" not in meta:
         raise NotExported(f"{path} has no age model metadata: write it with `python -m ml export`.")
-    arch = meta["arch"]
+    members = json.loads(meta.get("members", "[{}]"))
+    outputs = [o.name for o in session.get_outputs()]
+    if outputs != [member_output(i) for i in range(len(members))]:
+        raise NotExported(f"{path} was exported by an older `python -m ml export`: export it again.")
     return ServedAgeModel(
         session=session,
         version=meta["version"],
-        arch=arch,
+        cpus=cpus or CpuShare(),
+        arch=meta["arch"],
         ages=np.asarray(json.loads(meta.get("ages", "[]")), dtype=np.float64),
         temperature=float(meta.get("temperature", "1.0")),
         point_temperature=float(meta["point_temperature"]) if "point_temperature" in meta else None,
         mirror=bool(json.loads(meta.get("mirror", "false"))),
         residuals=tuple(json.loads(meta.get("residuals", "[-5, 5, 5]"))),
+        # A ResNet-10 is five residual blocks; each appended block is about a fifth more work.
+        member_costs=[1.0 + 0.2 * int(m.get("extra_blocks", 0)) for m in members],
         meta={k: v for k, v in meta.items() if k not in KNOWN},
     )

@@ -3,10 +3,12 @@ no torch in the serving process, threads that fit the machine."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -54,17 +56,52 @@ def test_training_weights_are_refused_with_how_to_export_them():
         runtime.load_age_model(WEIGHTS_DIR / "resnet10-utkface-v2.safetensors")
 
 
-@pytest.mark.parametrize(("cpus", "slots", "threads"), [(2, 2, 1), (2, 1, 2), (16, 4, 4), (16, 3, 5), (1, 4, 1)])
-def test_threads_per_slot_never_oversubscribe_the_cpus(monkeypatch, cpus, slots, threads):
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    assert runtime.threads_per_slot(slots, cpus) == threads
-    assert threads * slots <= max(cpus, slots)
+@pytest.mark.parametrize(("cpus", "in_flight", "width"), [(2, 1, 2), (2, 2, 1), (2, 5, 1), (16, 1, 16), (16, 4, 13)])
+def test_a_photo_spreads_only_over_cpus_no_other_photo_holds(cpus, in_flight, width):
+    share = runtime.CpuShare(cpus)
+    with contextlib.ExitStack() as stack:
+        for _ in range(in_flight):
+            stack.enter_context(share.photo())
+        assert share.width() == width
+        assert in_flight + width - 1 <= max(cpus, in_flight)  # threads in use never exceed the CPUs
+    assert share.width() == cpus
 
 
-def test_threads_per_slot_follow_omp_num_threads_when_set(monkeypatch):
+def test_available_cpus_follow_omp_num_threads_when_set(monkeypatch):
     """Several worker processes on one machine: each is told its share."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    assert runtime.threads_per_slot(1, 16) == 1
+    assert runtime.available_cpus() == 1
+    assert runtime.CpuShare().width() == 1
+
+
+def age_step_threads() -> int:
+    return sum(t.name.startswith("age-step") for t in threading.enumerate())
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_an_age_step_spread_over_threads_gives_the_same_ages(predictor, name):
+    chips = fixture_chips(predictor)
+    alone = runtime.load_age_model(WEIGHTS_DIR / f"{name}.onnx", runtime.CpuShare(1))
+    spread = runtime.load_age_model(WEIGHTS_DIR / f"{name}.onnx", runtime.CpuShare(3))
+    for batch in (chips[:1], chips, np.concatenate([chips] * 3)):  # split by members, then by chips
+        want = [(e.age, e.low, e.high) for e in alone.estimate(batch)]
+        got = [(e.age, e.low, e.high) for e in spread.estimate(batch)]
+        assert np.abs(np.array(want) - np.array(got)).max() < 1e-6
+    spread.cpus.close()
+
+
+def test_a_lone_photo_uses_helper_threads_and_photos_under_load_do_not(predictor):
+    chips = fixture_chips(predictor)[:1]
+    share = runtime.CpuShare(2)
+    model = runtime.load_age_model(WEIGHTS_DIR / "resnet10x3-utkface-v2.onnx", share)  # 3 members
+    before = age_step_threads()
+    with share.photo(), share.photo():  # two photos in flight on two CPUs: no spare CPU
+        model.estimate(chips)
+    assert age_step_threads() == before
+    with share.photo():
+        model.estimate(chips)
+    assert age_step_threads() == before + 1
+    share.close()
 
 
 def test_interval_of_a_known_distribution():
