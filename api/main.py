@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
+from starlette.formparsers import MultiPartParser
 
 from api import security
 from api.config import Settings
@@ -50,6 +51,9 @@ def load_predictor(settings: Settings) -> Predictor:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     app_metrics = Metrics()
+    # A photo stays in memory up to the upload limit: past 1 MiB Starlette would write it to a temporary
+    # file (a thread hop for each 64 KiB written) only for read_upload to read it back at once.
+    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, settings.max_upload_bytes)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:

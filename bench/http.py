@@ -77,7 +77,13 @@ def faceless_png() -> bytes:
 
 
 def photo_12mp_jpeg() -> bytes:
+    """A phone-sized upload: 4000x3000, with a little sensor-like noise so that it weighs what a
+    phone's JPEG does (about 3 MB: over Starlette's 1 MiB in-memory spool)."""
+    import numpy as np
+
     img = Image.open(ASTRONAUT).convert("RGB").resize((4000, 3000), Image.Resampling.BILINEAR)
+    noise = np.random.default_rng(0).integers(-6, 7, (3000, 4000, 3), dtype=np.int16)
+    img = Image.fromarray(np.clip(np.asarray(img, dtype=np.int16) + noise, 0, 255).astype(np.uint8))
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=90)
     return buf.getvalue()
