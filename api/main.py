@@ -60,7 +60,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with AsyncExitStack() as stack:  # undone in reverse: engine, Postgres, then the predictor
             stack.callback(log.info, "app stopped")
             # The model first: weights that cannot be served stop the start before a database is started.
-            predictor = await anyio.to_thread.run_sync(load_predictor, settings)
+            try:
+                predictor = await anyio.to_thread.run_sync(load_predictor, settings)
+            except runtime.NotExported as e:
+                log.error("cannot serve the age model: %s", e)  # one plain line above the traceback
+                raise
             stack.callback(predictor.close)
             database = await anyio.to_thread.run_sync(start_database, settings)
             stack.push_async_callback(anyio.to_thread.run_sync, database.stop)

@@ -104,7 +104,8 @@ def dockerignored(path: str, patterns: list[str]) -> bool:
     (".venv/bin/python", True), ("data/pgdata/PG_VERSION", True), ("runs/r1/model.safetensors", True),
     (".git/HEAD", True), ("test-results/trace.zip", True), (".env", True), ("tests/conftest.py", True),
     ("bench/http.py", True), ("api/__pycache__/main.cpython-311.pyc", True),
-    ("api/main.py", False), ("ml/weights/cydral-resnet10-v1.safetensors", False), ("alembic/env.py", False),
+    ("ml/weights/cydral-resnet10-v1.safetensors", True),  # training source: the image serves the .onnx
+    ("api/main.py", False), ("ml/weights/cydral-resnet10-v1.onnx", False), ("alembic/env.py", False),
     ("alembic.ini", False), ("pyproject.toml", False), ("frontend/index.html", False),
 ])
 def test_the_build_context_holds_only_what_the_service_runs(path, ignored):
