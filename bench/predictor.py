@@ -6,10 +6,10 @@ Photos: a 640x480 one-face JPEG and a 12-megapixel (4000x3000) JPEG, both made f
 fixture, and the 6-face group photo from ../shared/data/faces when present. The same predictor
 (detector, aligner) runs each photo with the served age model (ONNX Runtime, `ml.runtime`) and with
 the torch reference made from the .safetensors beside it (the old path, while torch is installed),
-alternately, after a warm-up; medians per stage (decode, detect, align, age) and end to end. One
-photo at a time: its age step may use every CPU (`ml.runtime.CpuShare`), and torch gets as many
-threads; `--threads 1` measures a photo under load instead (one CPU each). Then the age network on
-N chips one at a time and in one batch, and the resident memory: the served path is measured before
+alternately, after a warm-up; medians per stage (decode, detect, align, age) and end to end. Each
+path runs with one thread (a photo under load: one CPU each) and with every CPU (a photo alone, whose
+age step `ml.runtime.CpuShare` spreads out; torch gets as many threads). Then the age network on N
+chips one at a time and in one batch, and the resident memory: the served path is measured before
 torch is imported.
 """
 
@@ -74,8 +74,8 @@ def photos() -> dict[str, bytes]:
     return out
 
 
-def torch_reference(weights: Path, threads: int) -> runtime.AgeEstimator | None:
-    """The old path: the torch model of the .safetensors the served file was exported from."""
+def torch_reference(weights: Path) -> tuple[runtime.AgeEstimator, object] | None:
+    """The old path: the torch model of the .safetensors the served file was exported from, and torch."""
     source = weights.with_suffix(".safetensors")
     if not source.exists():
         return None
@@ -85,60 +85,72 @@ def torch_reference(weights: Path, threads: int) -> runtime.AgeEstimator | None:
         from ml.agemodel import load_age_model
     except ImportError:
         return None
-    torch.set_num_threads(threads)
-    return load_age_model(source)
+    return load_age_model(source), torch
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=50)
     parser.add_argument("--weights", type=Path, default=DEFAULT_AGE_WEIGHTS, help="served age model (.onnx)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="most threads of one age step (default: the CPUs, as for a photo alone)")
+    parser.add_argument("--threads", type=int, nargs="+", default=None,
+                        help="most threads of one age step, each measured (default: 1, as for a photo under "
+                             "load, and the CPUs, as for a photo alone)")
     args = parser.parse_args()
-    threads = args.threads or runtime.available_cpus()
+    thread_counts = args.threads or sorted({1, runtime.available_cpus()})
 
     print(describe())
     before = rss_mb()
     t = time.perf_counter()
-    served = Predictor.load(args.weights, threads=threads)
+    served = Predictor.load(args.weights, threads=thread_counts[0])
     load_s = time.perf_counter() - t
     data = photos()
     for _ in range(3):
         for d in data.values():
             served.predict(d)  # the detectors allocate their working memory on first use
-    print(f"\nserved model {served.version} ({args.weights.name}, ONNX Runtime, {threads} thread(s)): loaded in "
-          f"{load_s * 1000:.0f} ms; resident memory {before:.0f} MB before, {rss_mb():.0f} MB after loading and "
-          f"a few photos (peak {peak_mb():.0f} MB), torch imported: {'torch' in sys.modules}")
+    print(f"\nserved model {served.version} ({args.weights.name}, ONNX Runtime): loaded in {load_s * 1000:.0f} ms; "
+          f"resident memory {before:.0f} MB before, {rss_mb():.0f} MB after loading and a few photos "
+          f"(peak {peak_mb():.0f} MB), torch imported: {'torch' in sys.modules}")
 
-    reference = torch_reference(args.weights, threads)
-    paths = {"onnx": served}
+    # (label, predictor, torch threads or None); the same detector and aligner throughout.
+    paths: list[tuple[str, Predictor, int | None]] = []
+    reference = torch_reference(args.weights)
     if reference is not None:
-        paths["torch"] = Predictor(served.detector, served.aligner, reference, served.settings)
-        print(f"torch reference {reference.version} ({args.weights.with_suffix('.safetensors').name}, {threads} "
-              f"thread(s)); resident memory {rss_mb():.0f} MB with torch imported and loaded")
+        print(f"torch reference ({args.weights.with_suffix('.safetensors').name}); resident memory {rss_mb():.0f} MB "
+              "with torch imported and loaded")
     else:
         print("no torch reference (torch not installed, or no .safetensors beside the served file)")
+    for n in thread_counts:
+        if reference is not None:
+            paths.append((f"torch, {n} thr", Predictor(served.detector, served.aligner, reference[0],
+                                                       served.settings), n))
+        cpus = runtime.CpuShare(n)
+        model = runtime.load_age_model(args.weights, cpus)
+        paths.append((f"onnx, {n} thr", Predictor(served.detector, served.aligner, model, served.settings, cpus), None))
 
-    print(f"\nmedian of {args.repeat} runs, milliseconds; the two paths alternate on each photo")
-    print(f"{'photo':26} {'path':5} {'faces':>5} " + " ".join(f"{s:>7}" for s in STAGES)
+    def predict(p: Predictor, torch_threads: int | None, photo: bytes):  # noqa: ANN202
+        if torch_threads and reference is not None:
+            reference[1].set_num_threads(torch_threads)  # type: ignore[attr-defined]
+        return p.predict(photo)
+
+    print(f"\nmedian of {args.repeat} runs, milliseconds; the paths alternate on each photo; "
+          "main: issue 11's figure for main (torch, one thread), goal: its goal")
+    print(f"{'photo':24} {'path':14} {'faces':>5} " + " ".join(f"{s:>7}" for s in STAGES)
           + f" {'total':>7}   {'main':>6} {'goal':>6}")
     for name, photo in data.items():
-        for p in paths.values():
+        for _, p, k in paths:
             for _ in range(3):
-                p.predict(photo)
-        runs: dict[str, list] = {k: [] for k in paths}
+                predict(p, k, photo)
+        runs: list[list] = [[] for _ in paths]
         for _ in range(args.repeat):
-            for key, p in paths.items():
+            for i, (_, p, k) in enumerate(paths):
                 t = time.perf_counter()
-                result = p.predict(photo)
-                runs[key].append((time.perf_counter() - t, result.timings, len(result.faces)))
-        for key in reversed(list(paths)):  # torch first: old, then new
-            r = runs[key]
+                result = predict(p, k, photo)
+                runs[i].append((time.perf_counter() - t, result.timings, len(result.faces)))
+        for (label, _, k), r in zip(paths, runs, strict=True):
             med = {s: statistics.median(x[1].get(s, 0.0) for x in r) * 1000 for s in STAGES}
             total = statistics.median(x[0] for x in r) * 1000
-            tail = f"   {MAIN[name]:>6} {GOALS[name]:>6}" if key == "onnx" and name in MAIN else ""
-            print(f"{name:26} {key:5} {r[0][2]:>5} " + " ".join(f"{med[s]:7.2f}" for s in STAGES)
+            tail = f"   {MAIN[name]:>6} {GOALS[name]:>6}" if k is None and name in MAIN else ""
+            print(f"{name:24} {label:14} {r[0][2]:>5} " + " ".join(f"{med[s]:7.2f}" for s in STAGES)
                   + f" {total:7.2f}{tail}")
 
     img = served.decode(data["640x480 one face"])
@@ -146,7 +158,9 @@ def main() -> None:
     print("age network alone, milliseconds per face (median)")
     for n in (1, 6, 16):
         chips = np.repeat(chip, n, axis=0)
-        for key, p in reversed(list(paths.items())):
+        for label, p, k in paths:
+            if k and reference is not None:
+                reference[1].set_num_threads(k)  # type: ignore[attr-defined]
             model = p.age_model
             one, batch = [], []
             for _ in range(max(5, args.repeat // 2)):
@@ -157,10 +171,12 @@ def main() -> None:
                 t = time.perf_counter()
                 model.estimate(chips)
                 batch.append((time.perf_counter() - t) / n)
-            print(f"  {n:2} faces, {key:5}: one at a time {statistics.median(one) * 1000:6.2f}, "
+            print(f"  {n:2} faces, {label:14}: one at a time {statistics.median(one) * 1000:6.2f}, "
                   f"all in one batch {statistics.median(batch) * 1000:6.2f}")
     print(f"resident memory after these runs: {rss_mb():.0f} MB (peak {peak_mb():.0f} MB)")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    for _, p, _ in paths:
+        p.cpus.close()
     served.close()
 
 
