@@ -132,10 +132,11 @@ def main() -> None:
             reference[1].set_num_threads(torch_threads)  # type: ignore[attr-defined]
         return p.predict(photo)
 
-    print(f"\nmedian of {args.repeat} runs, milliseconds; the paths alternate on each photo; "
-          "main: issue 11's figure for main (torch, one thread), goal: its goal")
+    print(f"\nmedian of {args.repeat} runs, milliseconds; the paths alternate on each photo; CPU: the process's "
+          "CPU time per photo, all threads (what it costs, less sensitive to other load than the time); main: "
+          "issue 11's figure for main (torch, one thread), goal: its goal")
     print(f"{'photo':24} {'path':14} {'faces':>5} " + " ".join(f"{s:>7}" for s in STAGES)
-          + f" {'total':>7}   {'main':>6} {'goal':>6}")
+          + f" {'total':>7} {'CPU':>7}   {'main':>6} {'goal':>6}")
     for name, photo in data.items():
         for _, p, k in paths:
             for _ in range(3):
@@ -143,15 +144,16 @@ def main() -> None:
         runs: list[list] = [[] for _ in paths]
         for _ in range(args.repeat):
             for i, (_, p, k) in enumerate(paths):
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 result = predict(p, k, photo)
-                runs[i].append((time.perf_counter() - t, result.timings, len(result.faces)))
+                runs[i].append((time.perf_counter() - t, result.timings, len(result.faces), time.process_time() - c))
         for (label, _, k), r in zip(paths, runs, strict=True):
             med = {s: statistics.median(x[1].get(s, 0.0) for x in r) * 1000 for s in STAGES}
             total = statistics.median(x[0] for x in r) * 1000
+            cpu = statistics.median(x[3] for x in r) * 1000
             tail = f"   {MAIN[name]:>6} {GOALS[name]:>6}" if k is None and name in MAIN else ""
             print(f"{name:24} {label:14} {r[0][2]:>5} " + " ".join(f"{med[s]:7.2f}" for s in STAGES)
-                  + f" {total:7.2f}{tail}")
+                  + f" {total:7.2f} {cpu:7.2f}{tail}")
 
     img = served.decode(data["640x480 one face"])
     chip = served.chips(img, served.detector.detect(img.rgb)[:1])
