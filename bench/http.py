@@ -1,11 +1,14 @@
 """HTTP load on loopback against the served app: the issue-11 figures, against main's and the goals.
 
-    .venv/bin/python bench/http.py [--duration 10] [--url http://127.0.0.1:8000] [--env NAME=VALUE ...]
+    .venv/bin/python bench/http.py [--duration 10] [--baseline ../main] [--env NAME=VALUE ...]
     .venv/bin/python bench/http.py --memory 20000 [--every 1000]     # resident memory under mixed load
 
-Without --url it migrates and serves the app itself (`python -m api migrate`, `python -m api serve`)
-on a free port with an embedded Postgres in a temporary folder, and stops it at the end (`--env`
-adds settings to the server's environment, e.g. `--env MALLOC_ARENA_MAX=2`). Then:
+It migrates and serves the app itself (`python -m api migrate`, `python -m api serve`) on a free port
+with an embedded Postgres in a temporary folder, and stops it at the end (`--url` measures a server
+already running instead; `--env` adds settings to the server's environment, e.g.
+`--env MALLOC_ARENA_MAX=2`). With `--baseline CHECKOUT` (e.g. `../main`, served by this interpreter,
+which needs that checkout's dependencies; nothing is written into it) both servers run and are
+measured alternately, so that the old path and the new see the same machine. Then:
 - one request at a time: /healthz, /predict of a 64x64 PNG without a face (the fixed cost of an
   upload), of the 512x512 one-face PNG and of the 640x480 one-face JPEG; with the server's CPU per
   request (its event-loop thread apart) and its own stage times (decode, detect, align, age, from
@@ -14,7 +17,7 @@ adds settings to the server's environment, e.g. `--env MALLOC_ARENA_MAX=2`). The
   status, server CPU per request), /healthz latency measured all the while (one request every 20 ms
   on its own connection: a blocked event loop shows up there);
 - the server's resident memory after start-up and after the load; last, a table of each figure
-  against main's (measured 2026-12-01, quoted from issue 11: that path no longer runs) and the goal.
+  against main's (issue 11, measured 2026-12-01 on a quiet machine) and the goal.
 With --memory N it sends N uploads instead, a mix of photos (with and without faces, small and 12
 megapixels, the 6-face group photo when present) at concurrency 8, and prints the server's resident
 memory every --every uploads. Everything is bounded in time.
@@ -210,6 +213,7 @@ def stage_sums(url: str) -> dict[str, tuple[float, float]]:
 @dataclass
 class OneAtATime:
     median: float
+    times: list[float]
     loop_cpu: float  # event-loop thread, seconds per request
     cpu: float  # whole server process, seconds per request
     stages: dict[str, float]  # the server's own stage times, seconds per request
@@ -226,7 +230,7 @@ def one_at_a_time(host: str, port: int, url: str, raw: bytes, n: int, server: ps
     after = stage_sums(url)
     assert set(statuses) == {200}, statuses
     stages = {s: (after[s][0] - before.get(s, (0, 0))[0]) / n for s in STAGES if s in after}
-    return OneAtATime(statistics.median(times), (l1 - l0) / n, (c1 - c0) / n, stages)
+    return OneAtATime(statistics.median(times), times, (l1 - l0) / n, (c1 - c0) / n, stages)
 
 
 def free_port() -> int:
@@ -295,26 +299,74 @@ async def memory_run(host: str, port: int, photos: list[bytes], total: int, ever
     await asyncio.gather(*(client() for _ in range(concurrency)))
 
 
-def serve(env_extra: dict[str, str]) -> tuple[subprocess.Popen, Path, str]:
+def serve(root: Path, env_extra: dict[str, str]) -> tuple[subprocess.Popen, Path, str]:
+    """Migrate and serve the checkout at `root` on a free port, with an embedded Postgres in a temporary
+    folder; nothing is written into `root` (no bytecode)."""
     tmp = Path(tempfile.mkdtemp(prefix="whatsmyage-bench-"))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)}
     # The rate limit off: all the load comes from one address.
-    env |= {"WMA_DATA_DIR": str(tmp), "WMA_FRONTEND_DIR": str(tmp / "none"), "WMA_RATE_LIMIT_PER_MINUTE": "0"}
+    env |= {"WMA_DATA_DIR": str(tmp), "WMA_FRONTEND_DIR": str(tmp / "none"), "WMA_RATE_LIMIT_PER_MINUTE": "0",
+            "PYTHONDONTWRITEBYTECODE": "1"}
     env |= env_extra
     log = open(tmp / "server.log", "wb")  # noqa: SIM115
-    subprocess.run([sys.executable, "-m", "api", "migrate"], cwd=ROOT, env=env, stdout=log, stderr=log,
+    subprocess.run([sys.executable, "-m", "api", "migrate"], cwd=root, env=env, stdout=log, stderr=log,
                    check=True, timeout=120)
-    proc = subprocess.Popen([sys.executable, "-m", "api", "serve", "--port", str(port)], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "api", "serve", "--port", str(port)], cwd=root, env=env,
                             stdout=log, stderr=log)
     return proc, tmp, f"http://127.0.0.1:{port}"
 
 
-# Issue 11's figures for main (2026-12-01, same machine), and its goals: the old path no longer runs.
-MAIN = {"predict_png": "31.4 ms", "faceless": "7.2 ms", "healthz": "1.6 ms", "c8": "45-60 req/s, p99 180-370 ms",
+@dataclass
+class Target:
+    """One server under test: this checkout's, or a baseline checkout's (`--baseline`)."""
+
+    name: str
+    url: str
+    proc: subprocess.Popen | None = None
+    tmp: Path | None = None
+    server: psutil.Process | None = None
+    rss_start: float = float("nan")
+    fixed: dict[str, OneAtATime] = field(default_factory=dict)
+    levels: dict[int, Run] = field(default_factory=dict)
+    rss_load: float = float("nan")
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 80
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        assert self.tmp is not None
+        stopped = not (self.tmp / "pgdata" / "postmaster.pid").exists()
+        print(f"{self.name}: server stopped (exit {self.proc.returncode}); embedded Postgres stopped: {stopped}")
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def merged(parts: list[OneAtATime], times: list[float]) -> OneAtATime:
+    n = len(parts)
+    stages = {s: sum(p.stages.get(s, 0.0) for p in parts) / n for s in STAGES if s in parts[0].stages}
+    return OneAtATime(statistics.median(times), times, sum(p.loop_cpu for p in parts) / n,
+                      sum(p.cpu for p in parts) / n, stages)
+
+
+# Issue 11's figures for main (2026-12-01, same machine, quiet), and its goals.
+MAIN = {"predict_png": "31.4 ms", "faceless": "7.2 ms", "healthz": "1.6 ms", "c8": "45-60 req/s, p99 180-370",
         "rss_start": "463 MB", "rss_load": "605-709 MB"}
-GOALS = {"predict_png": "<= 10 ms", "faceless": "<= 3 ms", "healthz": "", "c8": ">= 150 req/s, p99 <= 150 ms",
+GOALS = {"predict_png": "<= 10 ms", "faceless": "<= 3 ms", "healthz": "", "c8": ">= 150 req/s, p99 <= 150",
          "rss_start": "<= 250 MB", "rss_load": "<= 300 MB after 20,000"}
+KINDS = (("healthz", "GET /healthz"), ("faceless", "POST /predict 64x64 PNG, no face"),
+         ("predict_png", "POST /predict 512x512 PNG, 1 face"), ("predict_jpeg", "POST /predict 640x480 JPEG, 1 face"))
 
 
 def main() -> None:
@@ -323,102 +375,120 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--repeat", type=int, default=200, help="requests per one-at-a-time figure")
     parser.add_argument("--url", help="an already running server (default: start one)")
+    parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                        help="also serve this checkout (e.g. ../main) and measure both, alternating")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="server environment")
     parser.add_argument("--memory", type=int, metavar="N", help="only send N mixed uploads, printing RSS")
     parser.add_argument("--every", type=int, default=1000, help="uploads between RSS lines (--memory)")
     args = parser.parse_args()
     # A hard bound, whatever happens: every phase plus start-up and shutdown.
-    budget = args.memory * 0.2 if args.memory else args.duration * len(args.concurrency) + 4 * args.repeat * 0.1
-    signal.alarm(int(budget + 300))
+    servers = 2 if args.baseline else 1
+    budget = args.memory * 0.3 if args.memory else servers * (args.duration * len(args.concurrency) + args.repeat * 0.5)
+    signal.alarm(int(budget + 300 * servers))
 
     print(f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs; Python {platform.python_version()}")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     jpeg, png, tiny = photo_640x480_jpeg(), ASTRONAUT.read_bytes(), faceless_png()
+    env = dict(e.split("=", 1) for e in args.env)
 
-    proc, tmp, server = None, None, None
-    url = args.url
-    if url is None:
-        proc, tmp, url = serve(dict(e.split("=", 1) for e in args.env))
-        server = psutil.Process(proc.pid)
+    targets: list[Target] = []
     try:
-        wait_healthy(url, 120)
-        parts = urlsplit(url)
-        host, port = parts.hostname or "127.0.0.1", parts.port or 80
-        upload = {name: multipart_request(host, "/predict", name, data, ctype) for name, data, ctype in (
-            ("face.jpg", jpeg, "image/jpeg"), ("face.png", png, "image/png"), ("none.png", tiny, "image/png"))}
-        health = f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
-        rss_start = rss_mb(server)
-        if server is not None:
-            print(f"server: pid {server.pid}, RSS {rss_start:.0f} MiB after start-up"
-                  + (f" (environment: {' '.join(args.env)})" if args.env else ""))
+        if args.url:
+            targets.append(Target("server", args.url))
+        else:
+            proc, tmp, url = serve(ROOT, env)
+            targets.append(Target("this checkout", url, proc, tmp, psutil.Process(proc.pid)))
+        if args.baseline:
+            proc, tmp, url = serve(args.baseline.resolve(), env)
+            targets.append(Target(f"baseline {args.baseline}", url, proc, tmp, psutil.Process(proc.pid)))
+        for t in targets:
+            wait_healthy(t.url, 180)
+            t.rss_start = rss_mb(t.server)
+            if t.server is not None:
+                print(f"{t.name}: pid {t.server.pid}, RSS {t.rss_start:.0f} MiB after start-up"
+                      + (f" (environment: {' '.join(args.env)})" if args.env else ""))
+
+        def uploads(t: Target) -> dict[str, bytes]:
+            return {"faceless": multipart_request(t.host, "/predict", "none.png", tiny, "image/png"),
+                    "predict_png": multipart_request(t.host, "/predict", "face.png", png, "image/png"),
+                    "predict_jpeg": multipart_request(t.host, "/predict", "face.jpg", jpeg, "image/jpeg"),
+                    "healthz": f"GET /healthz HTTP/1.1\r\nHost: {t.host}\r\n\r\n".encode()}
 
         if args.memory:
-            mix = [upload["face.jpg"], upload["none.png"], upload["face.png"],
-                   multipart_request(host, "/predict", "big.jpg", photo_12mp_jpeg(), "image/jpeg"),
-                   multipart_request(host, "/detect", "face.jpg", jpeg, "image/jpeg")]
+            t = targets[0]
+            assert t.server is not None, "--memory needs the server this script starts"
+            mix = [uploads(t)["predict_jpeg"], uploads(t)["faceless"], uploads(t)["predict_png"],
+                   multipart_request(t.host, "/predict", "big.jpg", photo_12mp_jpeg(), "image/jpeg"),
+                   multipart_request(t.host, "/detect", "face.jpg", jpeg, "image/jpeg")]
             if GROUP_PHOTO.exists():
-                mix.append(multipart_request(host, "/predict", "group.jpg", GROUP_PHOTO.read_bytes(), "image/jpeg"))
-            assert server is not None, "--memory needs the server this script starts"
+                mix.append(multipart_request(t.host, "/predict", "group.jpg", GROUP_PHOTO.read_bytes(), "image/jpeg"))
             print(f"\n{args.memory} uploads of {len(mix)} kinds in turn, concurrency 8")
-            asyncio.run(memory_run(host, port, mix, args.memory, args.every, 8, server))
+            asyncio.run(memory_run(t.host, t.port, mix, args.memory, args.every, 8, t.server))
             time.sleep(5)
-            print(f"  idle 5 s after the last upload: RSS {rss_mb(server):.0f} MiB")
+            print(f"  idle 5 s after the last upload: RSS {rss_mb(t.server):.0f} MiB")
             return
 
-        print(f"\none request at a time, {args.repeat} each (median); server CPU per request: all threads "
-              "(event loop apart); the server's own stage times, ms per request")
-        print(f"  {'request':34} {'median':>7} {'CPU':>6} {'loop':>6}  " + " ".join(f"{s:>6}" for s in STAGES))
-        fixed = {}
-        for key, name, raw in (("healthz", "GET /healthz", health),
-                               ("faceless", "POST /predict 64x64 PNG, no face", upload["none.png"]),
-                               ("predict_png", "POST /predict 512x512 PNG, 1 face", upload["face.png"]),
-                               ("predict_jpeg", "POST /predict 640x480 JPEG, 1 face", upload["face.jpg"])):
-            r = fixed[key] = one_at_a_time(host, port, url, raw, args.repeat, server)
-            print(f"  {name:34} {ms(r.median)} {r.cpu * 1000:6.2f} {r.loop_cpu * 1000:6.2f}  "
-                  + " ".join(f"{r.stages[s] * 1000:6.2f}" if s in r.stages else f"{'':6}" for s in STAGES))
+        blocks = 4 if len(targets) > 1 else 1  # servers alternate in blocks, so that both see the same load
+        print(f"\none request at a time, {args.repeat} each (median; servers alternating in {blocks} blocks); "
+              "server CPU per request: all threads, and its event-loop thread; the server's own stage times "
+              "(mean, from /metrics), ms per request")
+        print(f"  {'request':34} {'server':22} {'median':>7} {'CPU':>6} {'loop':>6}  "
+              + " ".join(f"{s:>6}" for s in STAGES))
+        for key, label in KINDS:
+            parts: dict[str, list[OneAtATime]] = {t.name: [] for t in targets}
+            times: dict[str, list[float]] = {t.name: [] for t in targets}
+            for _ in range(blocks):
+                for t in targets:
+                    r = one_at_a_time(t.host, t.port, t.url, uploads(t)[key], args.repeat // blocks, t.server)
+                    parts[t.name].append(r)
+                    times[t.name] += r.times
+            for t in targets:
+                r = t.fixed[key] = merged(parts[t.name], times[t.name])
+                print(f"  {label:34} {t.name[:22]:22} {ms(r.median)} {r.cpu * 1000:6.2f} {r.loop_cpu * 1000:6.2f}  "
+                      + " ".join(f"{r.stages[s] * 1000:6.2f}" if s in r.stages else f"{'':6}" for s in STAGES))
 
-        print(f"\n/predict, 640x480 JPEG ({len(jpeg) // 1024} KiB), {args.duration:.0f} s per level")
-        print("  conc   req/s   p50 ms   p95 ms   p99 ms   server CPU ms/req   errors        /healthz p99 ms (n)")
-        levels = {}
+        print(f"\n/predict, 640x480 JPEG ({len(jpeg) // 1024} KiB), {args.duration:.0f} s per level and server")
+        print(f"  {'server':22} conc   req/s   p50 ms   p95 ms   p99 ms   server CPU ms/req   errors        "
+              "/healthz p99 ms (n)")
         for c in args.concurrency:
-            run = levels[c] = asyncio.run(load(host, port, upload["face.jpg"], health, c, args.duration, server))
-            ok = run.statuses.get(200, 0)
-            errors = {k: v for k, v in run.statuses.items() if k != 200}
-            hbad = {k: v for k, v in run.health_statuses.items() if k != 200}
-            cpu = run.server_cpu / max(1, sum(run.statuses.values())) * 1000
-            print(f"  {c:4d} {ok / run.seconds:7.1f}  {ms(pct(run.latencies, 50))}  {ms(pct(run.latencies, 95))}  "
-                  f"{ms(pct(run.latencies, 99))}   {cpu:12.1f}        {str(errors or 'none'):12s}  "
-                  f"{ms(pct(run.health, 99))} ({len(run.health)}{', ' + str(hbad) if hbad else ''})")
-        rss_load = rss_mb(server)
-        if server is not None:
-            print(f"server RSS after the load: {rss_load:.0f} MiB")
+            for t in targets:
+                u = uploads(t)
+                run = t.levels[c] = asyncio.run(load(t.host, t.port, u["predict_jpeg"], u["healthz"], c, args.duration,
+                                                     t.server))
+                ok = run.statuses.get(200, 0)
+                errors = {k: v for k, v in run.statuses.items() if k != 200}
+                hbad = {k: v for k, v in run.health_statuses.items() if k != 200}
+                cpu = run.server_cpu / max(1, sum(run.statuses.values())) * 1000
+                print(f"  {t.name[:22]:22} {c:4d} {ok / run.seconds:7.1f}  {ms(pct(run.latencies, 50))}  "
+                      f"{ms(pct(run.latencies, 95))}  {ms(pct(run.latencies, 99))}   {cpu:12.1f}        "
+                      f"{str(errors or 'none'):12s}  {ms(pct(run.health, 99))} ({len(run.health)}"
+                      f"{', ' + str(hbad) if hbad else ''})")
+        for t in targets:
+            t.rss_load = rss_mb(t.server)
+            if t.server is not None:
+                print(f"{t.name}: RSS after the load {t.rss_load:.0f} MiB")
 
-        now = {"predict_png": f"{fixed['predict_png'].median * 1000:.1f} ms",
-               "faceless": f"{fixed['faceless'].median * 1000:.1f} ms (detection "
-                           f"{fixed['faceless'].stages.get('detect', 0) * 1000:.1f} ms of it)",
-               "healthz": f"{fixed['healthz'].median * 1000:.1f} ms",
-               "rss_start": f"{rss_start:.0f} MiB", "rss_load": f"{rss_load:.0f} MiB (this run)"}
-        if 8 in levels:
-            r8 = levels[8]
-            now["c8"] = f"{r8.statuses.get(200, 0) / r8.seconds:.1f} req/s, p99 {pct(r8.latencies, 99) * 1000:.0f} ms"
-        print(f"\n  {'figure (median)':34} {'now':40} {'main, 2026-12-01':28} goal")
+        def figures(t: Target) -> dict[str, str]:
+            out = {"predict_png": f"{t.fixed['predict_png'].median * 1000:.1f} ms",
+                   "faceless": f"{t.fixed['faceless'].median * 1000:.1f} ms (detect "
+                               f"{t.fixed['faceless'].stages.get('detect', 0) * 1000:.1f})",
+                   "healthz": f"{t.fixed['healthz'].median * 1000:.1f} ms",
+                   "rss_start": f"{t.rss_start:.0f} MiB", "rss_load": f"{t.rss_load:.0f} MiB"}
+            if 8 in t.levels:
+                r8 = t.levels[8]
+                out["c8"] = f"{r8.statuses.get(200, 0) / r8.seconds:.1f} req/s, p99 {pct(r8.latencies, 99) * 1000:.0f}"
+            return out
+
+        columns = [(t.name[:26], figures(t)) for t in targets] + [("main, issue 11", MAIN), ("goal", GOALS)]
+        print(f"\n  {'figure (median; p99 in ms)':34} " + " ".join(f"{name:28}" for name, _ in columns))
         for key, label in (("predict_png", "POST /predict 512x512 PNG"),
                            ("faceless", "POST /predict 64x64 PNG, no face"), ("healthz", "GET /healthz"),
                            ("c8", "640x480 JPEG, concurrency 8"), ("rss_start", "RSS after start-up"),
-                           ("rss_load", "RSS after load")):
-            if key in now:
-                print(f"  {label:34} {now[key]:40} {MAIN[key]:28} {GOALS[key]}")
+                           ("rss_load", "RSS after this load")):
+            print(f"  {label:34} " + " ".join(f"{col.get(key, ''):28}" for _, col in columns))
     finally:
-        if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            assert tmp is not None
-            stopped = not (tmp / "pgdata" / "postmaster.pid").exists()
-            print(f"server stopped (exit {proc.returncode}); embedded Postgres stopped: {stopped}")
-            shutil.rmtree(tmp, ignore_errors=True)
+        for t in targets:
+            t.stop()
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
