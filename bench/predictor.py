@@ -7,8 +7,9 @@ fixture, and the 6-face group photo from ../shared/data/faces when present. The 
 (detector, aligner) runs each photo with the served age model (ONNX Runtime, `ml.runtime`) and with
 the torch reference made from the .safetensors beside it (the old path, while torch is installed),
 alternately, after a warm-up; medians per stage (decode, detect, align, age) and end to end. Each
-path runs with one thread (a photo under load: one CPU each) and with every CPU (a photo alone, whose
-age step `ml.runtime.CpuShare` spreads out; torch gets as many threads). Then the age network on N
+path runs with one thread (a photo under load: one CPU each) and with every CPU (a photo alone on an
+idle machine, whose age step `ml.runtime.CpuShare` spreads out; torch gets as many threads; here it
+spreads whatever the load average says, so that what spreading gives on this machine shows). Then the age network on N
 chips one at a time and in one batch, and the resident memory: the served path is measured before
 torch is imported.
 """
@@ -123,7 +124,7 @@ def main() -> None:
         if reference is not None:
             paths.append((f"torch, {n} thr", Predictor(served.detector, served.aligner, reference[0],
                                                        served.settings), n))
-        cpus = runtime.CpuShare(n)
+        cpus = runtime.CpuShare(n, load=lambda: 0.0)  # spread whatever else the machine runs: measure it
         model = runtime.load_age_model(args.weights, cpus)
         paths.append((f"onnx, {n} thr", Predictor(served.detector, served.aligner, model, served.settings, cpus), None))
 

@@ -56,15 +56,26 @@ def test_training_weights_are_refused_with_how_to_export_them():
         runtime.load_age_model(WEIGHTS_DIR / "resnet10-utkface-v2.safetensors")
 
 
+def idle_machine() -> float:
+    return 0.0  # load average: nothing else runs
+
+
 @pytest.mark.parametrize(("cpus", "in_flight", "width"), [(2, 1, 2), (2, 2, 1), (2, 5, 1), (16, 1, 16), (16, 4, 13)])
 def test_a_photo_spreads_only_over_cpus_no_other_photo_holds(cpus, in_flight, width):
-    share = runtime.CpuShare(cpus)
+    share = runtime.CpuShare(cpus, load=idle_machine)
     with contextlib.ExitStack() as stack:
         for _ in range(in_flight):
             stack.enter_context(share.photo())
         assert share.width() == width
         assert in_flight + width - 1 <= max(cpus, in_flight)  # threads in use never exceed the CPUs
     assert share.width() == cpus
+
+
+@pytest.mark.parametrize(("load", "width"), [(0.3, 2), (1.2, 1), (7.5, 1)])
+def test_a_photo_does_not_spread_over_cpus_other_processes_keep_busy(load, width):
+    share = runtime.CpuShare(2, load=lambda: load)
+    with share.photo():
+        assert share.width() == width
 
 
 def test_available_cpus_follow_omp_num_threads_when_set(monkeypatch):
@@ -82,7 +93,7 @@ def age_step_threads() -> int:
 def test_an_age_step_spread_over_threads_gives_the_same_ages(predictor, name):
     chips = fixture_chips(predictor)
     alone = runtime.load_age_model(WEIGHTS_DIR / f"{name}.onnx", runtime.CpuShare(1))
-    spread = runtime.load_age_model(WEIGHTS_DIR / f"{name}.onnx", runtime.CpuShare(3))
+    spread = runtime.load_age_model(WEIGHTS_DIR / f"{name}.onnx", runtime.CpuShare(3, load=idle_machine))
     for batch in (chips[:1], chips, np.concatenate([chips] * 3)):  # split by members, then by chips
         want = [(e.age, e.low, e.high) for e in alone.estimate(batch)]
         got = [(e.age, e.low, e.high) for e in spread.estimate(batch)]
@@ -92,7 +103,7 @@ def test_an_age_step_spread_over_threads_gives_the_same_ages(predictor, name):
 
 def test_a_lone_photo_uses_helper_threads_and_photos_under_load_do_not(predictor):
     chips = fixture_chips(predictor)[:1]
-    share = runtime.CpuShare(2)
+    share = runtime.CpuShare(2, load=idle_machine)
     model = runtime.load_age_model(WEIGHTS_DIR / "resnet10x3-utkface-v2.onnx", share)  # 3 members
     before = age_step_threads()
     with share.photo(), share.photo():  # two photos in flight on two CPUs: no spare CPU
