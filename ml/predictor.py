@@ -128,14 +128,17 @@ class Predictor:
             timings: dict[str, float] = {}
             img = self._image(image, timings)
             faces = [f.scaled(1 / img.scale) for f in self._faces(img, timings)]
-            return Detection(img.width, img.height, faces, timings)
+        runtime.photo_done()
+        return Detection(img.width, img.height, faces, timings)
 
     def chips(self, image: LoadedImage, faces: list[Face]) -> np.ndarray:
         return self.aligner.chips(image.rgb, [f.box for f in faces])
 
     def predict(self, image: LoadedImage | bytes) -> Prediction:
         with self.cpus.photo():
-            return self._predict(image)
+            result = self._predict(image)
+        runtime.photo_done()
+        return result
 
     def _predict(self, image: LoadedImage | bytes) -> Prediction:
         age_model = self.age_model  # once: a swap during this call does not mix two models
