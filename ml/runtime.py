@@ -13,9 +13,12 @@ temperatures, mirror averaging, residuals (vgg), the age of each class. See `ml.
 they mean.
 
 Threads: every run of the session uses one thread, and `CpuShare` decides how many runs one call
-makes at once. A photo alone in the process spreads its age step over the CPUs no other photo is
-using (its chips, or the members, split between threads); under load each photo keeps to its own
-thread, so that photos in flight never ask for more threads than there are CPUs.
+makes at once. A photo alone spreads its age step over the CPUs that no other photo holds and the
+machine leaves idle (its chips, or the members, split between threads); under load each photo keeps
+to its own thread, so that photos in flight never ask for more threads than there are CPUs.
+
+Memory: `tune_allocator` (the serving process calls it before loading) keeps glibc from holding on to
+what each photo frees; `photo_done` trims now and then.
 """
 
 from __future__ import annotations
