@@ -1,4 +1,5 @@
-# whatsmyage: the API and the UI it serves, on a slim Python 3.11 with the CPU build of torch.
+# whatsmyage: the API and the UI it serves, on a slim Python 3.11. The age networks run on ONNX
+# Runtime (ml/runtime.py): the image holds no torch, which only training and `python -m ml export` need.
 #
 #   docker build -t whatsmyage .
 #   docker run --rm -p 8000:8000 -e DATABASE_URL=postgresql://... -e ADMIN_TOKEN=... whatsmyage
@@ -13,12 +14,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
-# torch first, from PyTorch's CPU index: from PyPI, `pip install torch` on Linux takes the CUDA build
-# (several GB of GPU libraries this service never uses). The pin matches pyproject.toml, so the
-# step below finds it satisfied and installs nothing more of it.
-RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
-
-# The runtime dependencies, read from pyproject.toml (no dev extras, and not the project itself: the
+# The runtime dependencies, read from pyproject.toml (no train or dev extras, and not the project itself: the
 # app runs from /app, where alembic.ini and frontend/ lie beside it). Then mediapipe without its
 # declared dependencies, as the Makefile does: its opencv-contrib-python would overwrite
 # opencv-python-headless (both write cv2/); what it needs at import is in pyproject.toml.
@@ -62,5 +58,5 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('WMA_PORT', '8000'), timeout=4)"]
 
-# JSON logs on stdout. Several processes: set WMA_WORKERS (each loads its own model, about 0.5 GiB).
+# JSON logs on stdout. Several processes: set WMA_WORKERS (each loads its own model; README, Scaling).
 CMD ["python", "-m", "api", "serve", "--host", "0.0.0.0"]

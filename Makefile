@@ -62,8 +62,12 @@ train: install ## fine-tune the age network on DATA (a UTKFace-style folder) int
 	$(PY) -m ml train --data $(DATA) --epochs 12 --weight-decay 0.05 --ema 0.998 --out runs/resnet10
 
 evaluate: install ## MAE of the imported and the shipped model on DATA's validation split
-	$(PY) -m ml evaluate $(DATA) --split val --weights ml/weights/cydral-resnet10-v1.safetensors \
-		--weights ml/weights/resnet10x3-utkface-v2.safetensors
+	$(PY) -m ml evaluate $(DATA) --split val --weights ml/weights/cydral-resnet10-v1.onnx \
+		--weights ml/weights/resnet10x3-utkface-v2.onnx
+
+MODELS := resnet10x3-utkface-v2 resnet10-utkface-v2 cydral-resnet10-v1
+export: install ## re-export the shipped age models to the ONNX files the service runs (part of a release)
+	for m in $(MODELS); do $(PY) -m ml export ml/weights/$$m.safetensors --out ml/weights/$$m.onnx || exit 1; done
 
 detection-set: install ## generate the face-detection evaluation set into data/detection-set (from ../shared/data)
 	$(PY) bench/detection_set.py
@@ -85,4 +89,4 @@ bench-load: install ## 100 uploads at once, good and bad, against a served app: 
 bench-attacks: install ## token guessing and leak checks against a served app: what each attack got
 	$(PY) bench/attacks.py
 
-.PHONY: help install run migrate purge test lint fmt bench bench-http bench-load bench-attacks bench-detection detection-set train evaluate chromium backup
+.PHONY: help install run migrate purge test lint fmt bench bench-http bench-load bench-attacks bench-detection detection-set train evaluate chromium backup export

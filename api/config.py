@@ -38,7 +38,8 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=1, description="Largest accepted photo area (width x height).")
     max_faces: int = Field(20, ge=1, description="Faces reported per photo, largest first.")
     age_weights: Path | None = Field(
-        None, description="Age model (.safetensors); unset: the shipped one (ml/weights/, see ml/MODEL_CARD.md)."
+        None, description="Age model, an exported .onnx file (`python -m ml export`); unset: the shipped one "
+        "(ml/weights/, see ml/MODEL_CARD.md)."
     )
     concurrency_slots: int = Field(
         default_factory=lambda: os.cpu_count() or 1, ge=1, description="Photos processed at once."

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import anyio.to_thread
-import torch
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
+from starlette.formparsers import MultiPartParser
 
 from api import retention, security
 from api.config import Settings
@@ -26,7 +25,7 @@ from api.observe import RequestObserver
 from api.ratelimit import RateLimit
 from api.routes import audit, detect, health, metrics, predict, submissions
 from api.throttle import FailedAuthentications
-from ml import Predictor, PredictorSettings
+from ml import Predictor, PredictorSettings, runtime
 
 log = logging.getLogger("api")
 
@@ -42,32 +41,40 @@ deletes it. Admin reads and every deletion are recorded (`GET /audit`). Every er
 
 
 def load_predictor(settings: Settings) -> Predictor:
-    # One slot per photo in flight, each with its share of the cores rather than all of them each
-    # (oversubscribed torch threads spin against each other). With several worker processes, set
-    # OMP_NUM_THREADS (e.g. 1): this process cannot see the others.
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.concurrency_slots))
+    # One slot per photo in flight; ml.runtime spreads a photo's age step over the CPUs no other photo
+    # holds, and keeps the allocator from holding on to what loading and each photo free.
+    runtime.tune_allocator()
     ml_settings = PredictorSettings(max_faces=settings.max_faces, max_pixels=settings.max_image_pixels,
                                     parallel=settings.concurrency_slots)
-    return Predictor.load(settings.age_weights, settings=ml_settings)
+    predictor = Predictor.load(settings.age_weights, settings=ml_settings)
+    runtime.release_free_memory()
+    return predictor
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     app_metrics = Metrics()
+    # A photo stays in memory up to the upload limit: past 1 MiB Starlette would write it to a temporary
+    # file (a thread hop for each 64 KiB written) only for read_upload to read it back at once.
+    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, settings.max_upload_bytes)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
-        async with AsyncExitStack() as stack:  # undone in reverse: predictor, engine, then Postgres
+        async with AsyncExitStack() as stack:  # undone in reverse: engine, Postgres, then the predictor
             stack.callback(log.info, "app stopped")
+            # The model first: weights that cannot be served stop the start before a database is started.
+            try:
+                predictor = await anyio.to_thread.run_sync(load_predictor, settings)
+            except runtime.NotExported as e:
+                log.error("cannot serve the age model: %s", e)  # one plain line above the traceback
+                raise
+            stack.callback(predictor.close)
             database = await anyio.to_thread.run_sync(start_database, settings)
             stack.push_async_callback(anyio.to_thread.run_sync, database.stop)
             database.watch()  # an embedded Postgres that dies is started again
             engine = create_engine(database.url)
             stack.push_async_callback(engine.dispose)
             sessionmaker = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
-            predictor = await anyio.to_thread.run_sync(load_predictor, settings)
-            stack.callback(predictor.close)
             # The hourly purge (retention, expired keys and counts), cancelled first on the way out.
             background = await stack.enter_async_context(anyio.create_task_group())
             background.start_soon(retention.run_on_schedule, sessionmaker, settings.retention_days, app_metrics)

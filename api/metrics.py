@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest, multiprocess
 
-if TYPE_CHECKING:  # not at run time: `python -m api serve --workers N` imports this without torch
+if TYPE_CHECKING:  # not at run time: the supervisor of `--workers N` imports this and loads no model
     from ml import Detection, Prediction
 
 __all__ = ["CONTENT_TYPE", "Metrics", "multiprocess_dir"]

@@ -25,9 +25,9 @@ from tqdm import tqdm
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from bench.machine import describe  # noqa: E402
-from ml.agemodel import load_age_model  # noqa: E402
 from ml.align import CHIP_PADDING, CHIP_SIZE, FaceAligner  # noqa: E402
 from ml.data import band_names, band_of, load_split, scan  # noqa: E402
+from ml.evaluate import load_model  # noqa: E402
 from ml.faces import FaceDetector  # noqa: E402
 from ml.images import load_image  # noqa: E402
 from ml.predictor import DEFAULT_AGE_WEIGHTS  # noqa: E402
@@ -104,7 +104,7 @@ def main() -> None:
     ages_np = np.array(ages, dtype=np.float64)
     bands = np.array([band_of(a) for a in ages_np])
 
-    model = load_age_model(args.weights)
+    model = load_model(args.weights)
     print(f"\nage model {model.version}, {len(ages)} validation faces (found by the served detector)")
     header = f"{'alignment':22} {'mirror':>6} {'MAE':>6} {'ms/face':>8} " + " ".join(f"{b:>6}" for b in band_names())
     print(header)

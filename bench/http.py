@@ -1,13 +1,26 @@
-"""HTTP load on loopback against the served app: /predict throughput and latency, /healthz alongside.
+"""HTTP load on loopback against the served app: the issue-11 figures, against main's and the goals.
 
-    .venv/bin/python bench/http.py [--duration 10] [--url http://127.0.0.1:8000]
+    .venv/bin/python bench/http.py [--duration 10] [--baseline ../main] [--env NAME=VALUE ...]
+    .venv/bin/python bench/http.py --memory 20000 [--every 1000]     # resident memory under mixed load
 
-Without --url it migrates and serves the app itself (`python -m api migrate`, `python -m api serve`)
-on a free port with an embedded Postgres in a temporary folder, and stops it at the end. Then:
-/predict with a 640x480 one-face JPEG at concurrency 1, 8 and 32 (requests/s, p50/p95/p99, errors by
-status, server CPU per request), /healthz latency measured all the while (one request every 20 ms on
-its own connection: a blocked event loop shows up there), and one-at-a-time /predict for a 512x512
-PNG. Last, the predictor alone in this process, for comparison. Everything is bounded in time.
+It migrates and serves the app itself (`python -m api migrate`, `python -m api serve`) on a free port
+with an embedded Postgres in a temporary folder, and stops it at the end (`--url` measures a server
+already running instead; `--env` adds settings to the server's environment, e.g.
+`--env MALLOC_ARENA_MAX=2`). With `--baseline CHECKOUT` (e.g. `../main`, served by this interpreter,
+which needs that checkout's dependencies; nothing is written into it) both servers run and are
+measured alternately, so that the old path and the new see the same machine. Then:
+- one request at a time: /healthz, /predict of a 64x64 PNG without a face (the fixed cost of an
+  upload), of the 512x512 one-face PNG and of the 640x480 one-face JPEG; with the server's CPU per
+  request (its event-loop thread apart) and its own stage times (decode, detect, align, age, from
+  /metrics), so that what is detection shows;
+- /predict with the 640x480 JPEG at concurrency 1, 8 and 32 (requests/s, p50/p95/p99, errors by
+  status, server CPU per request), /healthz latency measured all the while (one request every 20 ms
+  on its own connection: a blocked event loop shows up there);
+- the server's resident memory after start-up and after the load; last, a table of each figure
+  against main's (issue 11, measured 2026-12-01 on a quiet machine) and the goal.
+With --memory N it sends N uploads instead, a mix of photos (with and without faces, small and 12
+megapixels, the 6-face group photo when present) at concurrency 8, and prints the server's resident
+memory every --every uploads. Everything is bounded in time.
 
 The client is a minimal HTTP/1.1 keep-alive client on asyncio streams, so that the load generator
 costs little CPU next to the server on a small machine.
@@ -28,6 +41,7 @@ import contextlib
 import io
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -46,10 +60,33 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 ASTRONAUT = ROOT / "tests" / "fixtures" / "astronaut.png"
+GROUP_PHOTO = ROOT.parent / "shared" / "data" / "faces" / "multi_insightface_t1.jpg"
+STAGES = ("decode", "detect", "align", "age")
+MiB = 2**20
 
 
 def photo_640x480_jpeg() -> bytes:
     img = Image.open(ASTRONAUT).convert("RGB").crop((0, 0, 512, 384)).resize((640, 480), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def faceless_png() -> bytes:
+    """The fixed cost of an upload: a 64x64 grey PNG, decoded and searched, no face found."""
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def photo_12mp_jpeg() -> bytes:
+    """A phone-sized upload: 4000x3000, with a little sensor-like noise so that it weighs what a
+    phone's JPEG does (about 3 MB: over Starlette's 1 MiB in-memory spool)."""
+    import numpy as np
+
+    img = Image.open(ASTRONAUT).convert("RGB").resize((4000, 3000), Image.Resampling.BILINEAR)
+    noise = np.random.default_rng(0).integers(-6, 7, (3000, 4000, 3), dtype=np.int16)
+    img = Image.fromarray(np.clip(np.asarray(img, dtype=np.int16) + noise, 0, 255).astype(np.uint8))
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=90)
     return buf.getvalue()
@@ -73,6 +110,10 @@ class Connection:
         self.writer: asyncio.StreamWriter | None = None
 
     async def request(self, raw: bytes) -> int:
+        status, _ = await self.exchange(raw)
+        return status
+
+    async def exchange(self, raw: bytes) -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
@@ -81,10 +122,10 @@ class Connection:
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])
         headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
-        await self.reader.readexactly(int(headers.get("content-length", "0")))
+        body = await self.reader.readexactly(int(headers.get("content-length", "0")))
         if headers.get("connection", "").lower() == "close":
             await self.close()
-        return status
+        return status, body
 
     async def close(self) -> None:
         if self.writer is not None:
@@ -153,6 +194,45 @@ async def sequential(host: str, port: int, raw: bytes, n: int) -> tuple[list[flo
     return times, statuses
 
 
+def thread_cpu(server: psutil.Process, tid: int) -> float:
+    """CPU seconds of one thread of the server (the event loop runs on its main thread: tid == pid)."""
+    fields = Path(f"/proc/{server.pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stage_sums(url: str) -> dict[str, tuple[float, float]]:
+    """(sum of seconds, count) per stage from the server's /metrics."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out: dict[str, list[float]] = {}
+    for kind, stage, value in re.findall(r'whatsmyage_stage_seconds_(sum|count)\{stage="(\w+)"\} (\S+)', text):
+        out.setdefault(stage, [0.0, 0.0])[0 if kind == "sum" else 1] = float(value)
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+@dataclass
+class OneAtATime:
+    median: float
+    times: list[float]
+    loop_cpu: float  # event-loop thread, seconds per request
+    cpu: float  # whole server process, seconds per request
+    stages: dict[str, float]  # the server's own stage times, seconds per request
+
+
+def one_at_a_time(host: str, port: int, url: str, raw: bytes, n: int, server: psutil.Process | None) -> OneAtATime:
+    asyncio.run(sequential(host, port, raw, 10))  # warm-up
+    before = stage_sums(url)
+    c0 = sum(server.cpu_times()[:2]) if server else 0.0
+    l0 = thread_cpu(server, server.pid) if server else 0.0
+    times, statuses = asyncio.run(sequential(host, port, raw, n))
+    c1 = sum(server.cpu_times()[:2]) if server else float("nan")
+    l1 = thread_cpu(server, server.pid) if server else float("nan")
+    after = stage_sums(url)
+    assert set(statuses) == {200}, statuses
+    stages = {s: (after[s][0] - before.get(s, (0, 0))[0]) / n for s in STAGES if s in after}
+    return OneAtATime(statistics.median(times), times, (l1 - l0) / n, (c1 - c0) / n, stages)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -186,109 +266,230 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:7.1f}"
 
 
-def predictor_alone(jpeg: bytes, png: bytes, seconds: float) -> None:
-    """The same predictor as the server (same settings and thread rule), without HTTP."""
-    from concurrent.futures import ThreadPoolExecutor
+def rss_mb(server: psutil.Process | None) -> float:
+    return server.memory_info().rss / MiB if server else float("nan")
 
-    from api.config import Settings
-    from api.main import load_predictor
 
-    settings = Settings()
-    predictor = load_predictor(settings)
-    for _ in range(10):
-        predictor.predict(jpeg)
-    for name, data in (("640x480 JPEG", jpeg), ("512x512 PNG", png)):
-        times, stages = [], Counter()
-        for _ in range(40):
-            t = time.perf_counter()
-            result = predictor.predict(data)
-            times.append(time.perf_counter() - t)
-            stages.update(result.timings)
-        parts = ", ".join(f"{k} {v / 40 * 1000:.1f}" for k, v in stages.items())
-        print(f"  predict {name}, one at a time: median {statistics.median(times) * 1000:.1f} ms ({parts})")
-    with ThreadPoolExecutor(settings.concurrency_slots) as pool:
-        done, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            list(pool.map(predictor.predict, [jpeg] * settings.concurrency_slots * 4))
-            done += settings.concurrency_slots * 4
-        rate = done / (time.perf_counter() - t0)
-    print(f"  predict 640x480 JPEG, {settings.concurrency_slots} threads: {rate:.1f} /s")
-    predictor.close()
+async def memory_run(host: str, port: int, photos: list[bytes], total: int, every: int, concurrency: int,
+                     server: psutil.Process) -> None:
+    """`total` uploads of `photos` in turn at `concurrency`, the server's RSS every `every`."""
+    sent = 0
+    statuses: Counter = Counter()
+    next_report = every
+    t0 = time.perf_counter()
+
+    async def client() -> None:
+        nonlocal sent, next_report
+        conn = Connection(host, port)
+        while sent < total:
+            raw = photos[sent % len(photos)]
+            sent += 1
+            try:
+                statuses[await asyncio.wait_for(conn.request(raw), 30)] += 1
+            except (OSError, asyncio.IncompleteReadError, TimeoutError) as e:
+                statuses[type(e).__name__] += 1
+                await conn.close()
+            done = sum(statuses.values())
+            if done >= next_report:
+                next_report += every
+                print(f"  {done:6d} uploads  {time.perf_counter() - t0:6.0f} s  RSS {rss_mb(server):5.0f} MiB  "
+                      f"statuses {dict(statuses)}", flush=True)
+        await conn.close()
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+
+
+def serve(root: Path, env_extra: dict[str, str]) -> tuple[subprocess.Popen, Path, str]:
+    """Migrate and serve the checkout at `root` on a free port, with an embedded Postgres in a temporary
+    folder; nothing is written into `root` (no bytecode)."""
+    tmp = Path(tempfile.mkdtemp(prefix="whatsmyage-bench-"))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)}
+    # The rate limit off: all the load comes from one address.
+    env |= {"WMA_DATA_DIR": str(tmp), "WMA_FRONTEND_DIR": str(tmp / "none"), "WMA_RATE_LIMIT_PER_MINUTE": "0",
+            "PYTHONDONTWRITEBYTECODE": "1"}
+    env |= env_extra
+    log = open(tmp / "server.log", "wb")  # noqa: SIM115
+    subprocess.run([sys.executable, "-m", "api", "migrate"], cwd=root, env=env, stdout=log, stderr=log,
+                   check=True, timeout=120)
+    proc = subprocess.Popen([sys.executable, "-m", "api", "serve", "--port", str(port)], cwd=root, env=env,
+                            stdout=log, stderr=log)
+    return proc, tmp, f"http://127.0.0.1:{port}"
+
+
+@dataclass
+class Target:
+    """One server under test: this checkout's, or a baseline checkout's (`--baseline`)."""
+
+    name: str
+    url: str
+    proc: subprocess.Popen | None = None
+    tmp: Path | None = None
+    server: psutil.Process | None = None
+    rss_start: float = float("nan")
+    fixed: dict[str, OneAtATime] = field(default_factory=dict)
+    levels: dict[int, Run] = field(default_factory=dict)
+    rss_load: float = float("nan")
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 80
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        assert self.tmp is not None
+        stopped = not (self.tmp / "pgdata" / "postmaster.pid").exists()
+        print(f"{self.name}: server stopped (exit {self.proc.returncode}); embedded Postgres stopped: {stopped}")
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def merged(parts: list[OneAtATime], times: list[float]) -> OneAtATime:
+    n = len(parts)
+    stages = {s: sum(p.stages.get(s, 0.0) for p in parts) / n for s in STAGES if s in parts[0].stages}
+    return OneAtATime(statistics.median(times), times, sum(p.loop_cpu for p in parts) / n,
+                      sum(p.cpu for p in parts) / n, stages)
+
+
+# Issue 11's figures for main (2026-12-01, same machine, quiet), and its goals.
+MAIN = {"predict_png": "31.4 ms", "faceless": "7.2 ms", "healthz": "1.6 ms", "c8": "45-60 req/s, p99 180-370",
+        "rss_start": "463 MB", "rss_load": "605-709 MB"}
+GOALS = {"predict_png": "<= 10 ms", "faceless": "<= 3 ms", "healthz": "", "c8": ">= 150 req/s, p99 <= 150",
+         "rss_start": "<= 250 MB", "rss_load": "<= 300 MB after 20,000"}
+KINDS = (("healthz", "GET /healthz"), ("faceless", "POST /predict 64x64 PNG, no face"),
+         ("predict_png", "POST /predict 512x512 PNG, 1 face"), ("predict_jpeg", "POST /predict 640x480 JPEG, 1 face"))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per concurrency level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--repeat", type=int, default=200, help="requests per one-at-a-time figure")
     parser.add_argument("--url", help="an already running server (default: start one)")
-    parser.add_argument("--no-baseline", action="store_true", help="skip the predictor-alone figures")
+    parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                        help="also serve this checkout (e.g. ../main) and measure both, alternating")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="server environment")
+    parser.add_argument("--memory", type=int, metavar="N", help="only send N mixed uploads, printing RSS")
+    parser.add_argument("--every", type=int, default=1000, help="uploads between RSS lines (--memory)")
     args = parser.parse_args()
     # A hard bound, whatever happens: every phase plus start-up and shutdown.
-    signal.alarm(int(args.duration * len(args.concurrency) + 240))
+    servers = 2 if args.baseline else 1
+    budget = args.memory * 0.3 if args.memory else servers * (args.duration * len(args.concurrency) + args.repeat * 0.5)
+    signal.alarm(int(budget + 300 * servers))
 
     print(f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs; Python {platform.python_version()}")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    jpeg, png = photo_640x480_jpeg(), ASTRONAUT.read_bytes()
+    jpeg, png, tiny = photo_640x480_jpeg(), ASTRONAUT.read_bytes(), faceless_png()
+    env = dict(e.split("=", 1) for e in args.env)
 
-    proc, tmp, server = None, None, None
-    url = args.url
-    if url is None:
-        tmp = Path(tempfile.mkdtemp(prefix="whatsmyage-bench-"))
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)}
-        # The rate limit off: all the load comes from one address.
-        env |= {"WMA_DATA_DIR": str(tmp), "WMA_FRONTEND_DIR": str(tmp / "none"), "WMA_RATE_LIMIT_PER_MINUTE": "0"}
-        log = open(tmp / "server.log", "wb")  # noqa: SIM115
-        subprocess.run([sys.executable, "-m", "api", "migrate"], cwd=ROOT, env=env, stdout=log, stderr=log,
-                       check=True, timeout=120)
-        proc = subprocess.Popen([sys.executable, "-m", "api", "serve", "--port", str(port)], cwd=ROOT, env=env,
-                                stdout=log, stderr=log)
-        server = psutil.Process(proc.pid)
+    targets: list[Target] = []
     try:
-        wait_healthy(url, 120)
-        parts = urlsplit(url)
-        host, port = parts.hostname or "127.0.0.1", parts.port or 80
-        predict_jpeg = multipart_request(host, "/predict", "face.jpg", jpeg, "image/jpeg")
-        predict_png = multipart_request(host, "/predict", "face.png", png, "image/png")
-        health = f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
-        if server is not None:
-            print(f"server: pid {server.pid}, RSS {server.memory_info().rss / 2**20:.0f} MiB after start")
-        asyncio.run(sequential(host, port, predict_jpeg, 20))  # warm-up
+        if args.url:
+            targets.append(Target("server", args.url))
+        else:
+            proc, tmp, url = serve(ROOT, env)
+            targets.append(Target("this checkout", url, proc, tmp, psutil.Process(proc.pid)))
+        if args.baseline:
+            proc, tmp, url = serve(args.baseline.resolve(), env)
+            targets.append(Target(f"baseline {args.baseline}", url, proc, tmp, psutil.Process(proc.pid)))
+        for t in targets:
+            wait_healthy(t.url, 180)
+            t.rss_start = rss_mb(t.server)
+            if t.server is not None:
+                print(f"{t.name}: pid {t.server.pid}, RSS {t.rss_start:.0f} MiB after start-up"
+                      + (f" (environment: {' '.join(args.env)})" if args.env else ""))
 
-        print(f"\n/predict, 640x480 JPEG ({len(jpeg) // 1024} KiB), {args.duration:.0f} s per level")
-        print("  conc   req/s   p50 ms   p95 ms   p99 ms   server CPU ms/req   errors        /healthz p99 ms (n)")
+        def uploads(t: Target) -> dict[str, bytes]:
+            return {"faceless": multipart_request(t.host, "/predict", "none.png", tiny, "image/png"),
+                    "predict_png": multipart_request(t.host, "/predict", "face.png", png, "image/png"),
+                    "predict_jpeg": multipart_request(t.host, "/predict", "face.jpg", jpeg, "image/jpeg"),
+                    "healthz": f"GET /healthz HTTP/1.1\r\nHost: {t.host}\r\n\r\n".encode()}
+
+        if args.memory:
+            t = targets[0]
+            assert t.server is not None, "--memory needs the server this script starts"
+            mix = [uploads(t)["predict_jpeg"], uploads(t)["faceless"], uploads(t)["predict_png"],
+                   multipart_request(t.host, "/predict", "big.jpg", photo_12mp_jpeg(), "image/jpeg"),
+                   multipart_request(t.host, "/detect", "face.jpg", jpeg, "image/jpeg")]
+            if GROUP_PHOTO.exists():
+                mix.append(multipart_request(t.host, "/predict", "group.jpg", GROUP_PHOTO.read_bytes(), "image/jpeg"))
+            print(f"\n{args.memory} uploads of {len(mix)} kinds in turn, concurrency 8")
+            asyncio.run(memory_run(t.host, t.port, mix, args.memory, args.every, 8, t.server))
+            time.sleep(5)
+            print(f"  idle 5 s after the last upload: RSS {rss_mb(t.server):.0f} MiB")
+            return
+
+        blocks = 4 if len(targets) > 1 else 1  # servers alternate in blocks, so that both see the same load
+        print(f"\none request at a time, {args.repeat} each (median; servers alternating in {blocks} blocks); "
+              "server CPU per request: all threads, and its event-loop thread; the server's own stage times "
+              "(mean, from /metrics), ms per request")
+        print(f"  {'request':34} {'server':22} {'median':>7} {'CPU':>6} {'loop':>6}  "
+              + " ".join(f"{s:>6}" for s in STAGES))
+        for key, label in KINDS:
+            parts: dict[str, list[OneAtATime]] = {t.name: [] for t in targets}
+            times: dict[str, list[float]] = {t.name: [] for t in targets}
+            for _ in range(blocks):
+                for t in targets:
+                    r = one_at_a_time(t.host, t.port, t.url, uploads(t)[key], args.repeat // blocks, t.server)
+                    parts[t.name].append(r)
+                    times[t.name] += r.times
+            for t in targets:
+                r = t.fixed[key] = merged(parts[t.name], times[t.name])
+                print(f"  {label:34} {t.name[:22]:22} {ms(r.median)} {r.cpu * 1000:6.2f} {r.loop_cpu * 1000:6.2f}  "
+                      + " ".join(f"{r.stages[s] * 1000:6.2f}" if s in r.stages else f"{'':6}" for s in STAGES))
+
+        print(f"\n/predict, 640x480 JPEG ({len(jpeg) // 1024} KiB), {args.duration:.0f} s per level and server")
+        print(f"  {'server':22} conc   req/s   p50 ms   p95 ms   p99 ms   server CPU ms/req   errors        "
+              "/healthz p99 ms (n)")
         for c in args.concurrency:
-            run = asyncio.run(load(host, port, predict_jpeg, health, c, args.duration, server))
-            ok = run.statuses.get(200, 0)
-            errors = {k: v for k, v in run.statuses.items() if k != 200}
-            hbad = {k: v for k, v in run.health_statuses.items() if k != 200}
-            cpu = run.server_cpu / max(1, sum(run.statuses.values())) * 1000
-            print(f"  {c:4d} {ok / run.seconds:7.1f}  {ms(pct(run.latencies, 50))}  {ms(pct(run.latencies, 95))}  "
-                  f"{ms(pct(run.latencies, 99))}   {cpu:12.1f}        {str(errors or 'none'):12s}  "
-                  f"{ms(pct(run.health, 99))} ({len(run.health)}{', ' + str(hbad) if hbad else ''})")
+            for t in targets:
+                u = uploads(t)
+                run = t.levels[c] = asyncio.run(load(t.host, t.port, u["predict_jpeg"], u["healthz"], c, args.duration,
+                                                     t.server))
+                ok = run.statuses.get(200, 0)
+                errors = {k: v for k, v in run.statuses.items() if k != 200}
+                hbad = {k: v for k, v in run.health_statuses.items() if k != 200}
+                cpu = run.server_cpu / max(1, sum(run.statuses.values())) * 1000
+                print(f"  {t.name[:22]:22} {c:4d} {ok / run.seconds:7.1f}  {ms(pct(run.latencies, 50))}  "
+                      f"{ms(pct(run.latencies, 95))}  {ms(pct(run.latencies, 99))}   {cpu:12.1f}        "
+                      f"{str(errors or 'none'):12s}  {ms(pct(run.health, 99))} ({len(run.health)}"
+                      f"{', ' + str(hbad) if hbad else ''})")
+        for t in targets:
+            t.rss_load = rss_mb(t.server)
+            if t.server is not None:
+                print(f"{t.name}: RSS after the load {t.rss_load:.0f} MiB")
 
-        times, statuses = asyncio.run(sequential(host, port, predict_png, 50))
-        print(f"\n/predict, 512x512 PNG ({len(png) // 1024} KiB), one at a time: median "
-              f"{statistics.median(times) * 1000:.1f} ms, p95 {pct(times, 95) * 1000:.1f} ms, "
-              f"statuses {dict(statuses)}")
-        if server is not None:
-            print(f"server RSS after the load: {server.memory_info().rss / 2**20:.0f} MiB")
+        def figures(t: Target) -> dict[str, str]:
+            out = {"predict_png": f"{t.fixed['predict_png'].median * 1000:.1f} ms",
+                   "faceless": f"{t.fixed['faceless'].median * 1000:.1f} ms (detect "
+                               f"{t.fixed['faceless'].stages.get('detect', 0) * 1000:.1f})",
+                   "healthz": f"{t.fixed['healthz'].median * 1000:.1f} ms",
+                   "rss_start": f"{t.rss_start:.0f} MiB", "rss_load": f"{t.rss_load:.0f} MiB"}
+            if 8 in t.levels:
+                r8 = t.levels[8]
+                out["c8"] = f"{r8.statuses.get(200, 0) / r8.seconds:.1f} req/s, p99 {pct(r8.latencies, 99) * 1000:.0f}"
+            return out
+
+        columns = [(t.name[:26], figures(t)) for t in targets] + [("main, issue 11", MAIN), ("goal", GOALS)]
+        print(f"\n  {'figure (median; p99 in ms)':34} " + " ".join(f"{name:28}" for name, _ in columns))
+        for key, label in (("predict_png", "POST /predict 512x512 PNG"),
+                           ("faceless", "POST /predict 64x64 PNG, no face"), ("healthz", "GET /healthz"),
+                           ("c8", "640x480 JPEG, concurrency 8"), ("rss_start", "RSS after start-up"),
+                           ("rss_load", "RSS after this load")):
+            print(f"  {label:34} " + " ".join(f"{col.get(key, ''):28}" for _, col in columns))
     finally:
-        if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            assert tmp is not None
-            stopped = not (tmp / "pgdata" / "postmaster.pid").exists()
-            print(f"server stopped (exit {proc.returncode}); embedded Postgres stopped: {stopped}")
-            shutil.rmtree(tmp, ignore_errors=True)
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    if not args.no_baseline:
-        print("\nThe predictor alone, in this process (no HTTP):")
-        predictor_alone(jpeg, png, min(args.duration, 5.0))
+        for t in targets:
+            t.stop()
+        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

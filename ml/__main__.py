@@ -1,4 +1,4 @@
-"""Command line: `python -m ml predict|batch|evaluate|split|train|ensemble ...`; `python -m ml -h` for help."""
+"""Command line: `python -m ml predict|batch|evaluate|split|train|ensemble|export ...`; `python -m ml -h` for help."""
 
 from __future__ import annotations
 
@@ -111,6 +111,13 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from ml.export import export
+
+    export(args.weights, args.out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ml", description="whatsmyage: faces and ages from photos")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -118,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("predict", help="faces and ages in photos")
     p.add_argument("photos", nargs="+")
     p.add_argument("--json", action="store_true", help="one JSON object per photo")
-    p.add_argument("--weights", type=Path, default=None, help="age model (.safetensors)")
+    p.add_argument("--weights", type=Path, default=None, help="age model, an exported .onnx (default: the shipped one)")
     p.set_defaults(func=cmd_predict)
 
     b = sub.add_parser("batch", help="score folders of photos on Ray into one CSV, Parquet or JSON lines file",
@@ -134,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                         "default: $RAY_ADDRESS, else a local Ray started for the run")
     b.add_argument("--actors", type=int, default=None, help="scoring actors (default: one per CPU of the cluster)")
     b.add_argument("--cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
-    b.add_argument("--weights", type=Path, default=None, help="age model (.safetensors)")
+    b.add_argument("--weights", type=Path, default=None, help="age model, an exported .onnx (default: the shipped one)")
     b.add_argument("--max-bytes", type=int, default=None,
                    help="larger files get file_too_large, as from the API (default 10 MiB, the API's default)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -144,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
 
     e = sub.add_parser("evaluate", help="MAE of age models on UTKFace-style folders (the whole pipeline)")
     e.add_argument("folders", nargs="+", type=Path)
-    e.add_argument("--weights", type=Path, action="append", help="age model; repeat to compare side by side")
+    e.add_argument("--weights", type=Path, action="append",
+                   help="age model, .onnx (served) or .safetensors (torch reference); repeat to compare side by side")
     e.add_argument("--split", choices=["train", "val", "test", "all"], default="all",
                    help="only the images of this side of the recorded split (default: every image)")
     e.add_argument("--workers", type=int, default=2)
@@ -191,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     en.add_argument("--out", type=Path, required=True)
     en.add_argument("--float32", action="store_true", help="store float32 weights (default float16)")
     en.set_defaults(func=cmd_ensemble)
+
+    x = sub.add_parser("export", help="write the ONNX file the service runs from trained weights (needs torch)")
+    x.add_argument("weights", type=Path, help="model.safetensors (a training run's, an ensemble's or a shipped one)")
+    x.add_argument("--out", type=Path, required=True, help="the .onnx file to write, e.g. ml/weights/NAME.onnx")
+    x.set_defaults(func=cmd_export)
 
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

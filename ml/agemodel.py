@@ -1,5 +1,6 @@
-"""A trained age model ready to serve: one network or an ensemble, how to read its output, its
-version.
+"""A trained age model in torch: one network or an ensemble, how to read its output, its version.
+Training, calibration, export (`ml.export`) and the torch reference use it; the service runs the
+exported ONNX file instead (`ml.runtime`), which reads the output the same way.
 
 Two kinds of network are served the same way:
 - "resnet10" (`ml.agenet.AgeNet`) outputs a distribution over one-year classes. An ensemble
@@ -9,7 +10,7 @@ Two kinds of network are served the same way:
   the second so that the stated coverage holds.
 - "vgg" (`ml.vgg.VGGRegressor`) outputs one number: the interval is that number plus the 10th and
   90th percentiles of its validation residuals.
-The weights file (safetensors) carries all of this in its metadata.
+The weights file (safetensors) carries all of this in its metadata; the export copies it.
 """
 
 from __future__ import annotations
@@ -24,44 +25,19 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ml import runtime
 from ml.agenet import AgeNet
+from ml.runtime import AgeDistribution
 from ml.vgg import VGGRegressor
-
-
-@dataclass(frozen=True, slots=True)
-class AgeDistribution:
-    """Summary of one face's predicted age, in years."""
-
-    age: float
-    low: float
-    high: float
-    spread: float
 
 
 def summarise(probs: torch.Tensor, ages: torch.Tensor, coverage: float = 0.8,
               point_probs: torch.Tensor | None = None) -> list[AgeDistribution]:
-    """Expected age (of `point_probs` when given), central `coverage` interval and standard
-    deviation of each row of `probs`.
+    """`ml.runtime.summarise` of torch tensors (on any device)."""
+    def numpy(t: torch.Tensor) -> np.ndarray:
+        return t.detach().double().cpu().numpy()
 
-    Class k stands for the year [k - 0.5, k + 0.5] (class 0 for [0, 0.5]); the interval's ends are
-    read off the piecewise-linear cumulative distribution over those bins.
-    """
-    p = probs.double().cpu().numpy()
-    a = ages.double().cpu().numpy()
-    mean = p @ a
-    point = point_probs.double().cpu().numpy() @ a if point_probs is not None else mean
-    spread = np.sqrt(np.maximum((p * (a[None, :] - mean[:, None]) ** 2).sum(axis=1), 0.0))
-    edges = np.concatenate([[0.0], np.arange(len(a), dtype=np.float64) + 0.5])
-    cdf = np.concatenate([np.zeros((len(p), 1)), np.cumsum(p, axis=1)], axis=1)
-    tail = (1.0 - coverage) / 2.0
-    out = []
-    for i in range(len(p)):
-        c = np.maximum.accumulate(np.clip(cdf[i] / cdf[i, -1], 0.0, 1.0))
-        low = float(np.interp(tail, c, edges))
-        high = float(np.interp(1.0 - tail, c, edges))
-        out.append(AgeDistribution(float(point[i]), min(low, float(point[i])), max(high, float(point[i])),
-                                   float(spread[i])))
-    return out
+    return runtime.summarise(numpy(probs), numpy(ages), coverage, None if point_probs is None else numpy(point_probs))
 
 
 @dataclass
@@ -118,7 +94,7 @@ class AgeModel:
         return [AgeDistribution(a, max(0.0, min(a, a + lo)), max(a, a + hi), sd) for a in out.double().tolist()]
 
 
-def _net_meta(net: nn.Module) -> dict[str, int]:
+def net_spec(net: nn.Module) -> dict[str, int]:
     if isinstance(net, AgeNet):
         return {"num_classes": net.num_classes, "extra_blocks": net.extra_blocks}
     if isinstance(net, VGGRegressor):
@@ -130,7 +106,7 @@ def save_age_model(path: Path, model: AgeModel, extra: dict[str, str] | None = N
     """Weights as safetensors (float16 if `half`: half the size, the same ages to 0.01 year), with
     what is needed to serve them in the file's metadata. A single network keeps its plain tensor
     names; ensemble members are prefixed `0.`, `1.`, ..."""
-    members = [_net_meta(n) for n in model.nets]
+    members = [net_spec(n) for n in model.nets]
     meta = {
         **model.meta,
         "version": model.version,

@@ -59,13 +59,17 @@ class ResidualBlock(nn.Module):
         self.extra_channels = cout - cin
         self.conv1: nn.Module = ConvAffine(cin, cout, 3, 2 if self.down else 1, 0 if self.down else 1)
         self.conv2: nn.Module = ConvAffine(cout, cout, 3, 1, 1)
+        # The main branch's padding (bottom, right) when the input size is fixed: `ml.export` sets it,
+        # so that the exported graph holds constants instead of computing them from shapes each run.
+        self.fixed_pad: tuple[int, int] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv2(F.relu(self.conv1(x)))
         if self.down:
             x = F.avg_pool2d(x, 2)
             x = F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
-            y = F.pad(y, (0, x.shape[3] - y.shape[3], 0, x.shape[2] - y.shape[2]))
+            bottom, right = self.fixed_pad or (x.shape[2] - y.shape[2], x.shape[3] - y.shape[3])
+            y = F.pad(y, (0, right, 0, bottom))
         return F.relu(x + y)
 
 

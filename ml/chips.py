@@ -56,12 +56,9 @@ _worker: dict[str, object] = {}
 
 
 def _init_worker() -> None:
-    import torch
-
     from ml.align import FaceAligner
     from ml.faces import FaceDetector
 
-    torch.set_num_threads(1)
     _worker["detector"] = FaceDetector(size=1)
     _worker["aligner"] = FaceAligner()
 

@@ -1,5 +1,9 @@
 """Accuracy of age models on a labelled folder: MAE in years overall, by age band, by gender and
-race group, the age interval's coverage, and the share of images where no face was found."""
+race group, the age interval's coverage, and the share of images where no face was found.
+
+A model is either file: an exported .onnx (what the service runs, `ml.runtime`) or the .safetensors
+it came from (the torch reference, `ml.agemodel`; needs torch). Both side by side show that the
+export changes nothing."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.agemodel import AgeModel, load_age_model
+from ml import runtime
 from ml.chips import ChipSet, extract
 from ml.data import GENDERS, RACES, band_names, band_of, load_split, scan
 
@@ -57,7 +61,16 @@ def metrics(pred: np.ndarray, low: np.ndarray, high: np.ndarray, chips: ChipSet)
     )
 
 
-def evaluate_model(model: AgeModel, chips: ChipSet, coverage: float = 0.8, batch: int = 512) -> Metrics:
+def load_model(path: Path) -> runtime.AgeEstimator:
+    """The served runtime for an .onnx file, the torch reference for anything else."""
+    if path.suffix == runtime.ONNX_SUFFIX:
+        return runtime.load_age_model(path)
+    from ml.agemodel import load_age_model
+
+    return load_age_model(path)
+
+
+def evaluate_model(model: runtime.AgeEstimator, chips: ChipSet, coverage: float = 0.8, batch: int = 512) -> Metrics:
     """Metrics of `model` on 64 px chips (the centre is taken if they are bigger)."""
     faces = chips.centre(64)
     pred, low, high = [], [], []
@@ -107,12 +120,15 @@ def run(folders: list[Path], weights: list[Path], split: str = "val", workers: i
     pipeline_s = time.perf_counter() - t
     results = {}
     for w in weights:
-        model = load_age_model(w)
+        model = load_model(w)
         t = time.perf_counter()
         m = evaluate_model(model, chips, coverage)
         model_s = time.perf_counter() - t
         m.extra["images per second"] = len(samples) / (pipeline_s + model_s)
-        results[model.version] = m
+        name = model.version
+        if name in results or any(Path(x).stem == Path(w).stem and x != w for x in weights):
+            name = f"{model.version} ({w.suffix.lstrip('.')})"  # the same model in both formats
+        results[name] = m
     print(format_table(results))
     if json_out:
         json_out.write_text(json.dumps({k: asdict(v) for k, v in results.items()}, indent=2))

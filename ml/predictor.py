@@ -8,16 +8,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from ml.agemodel import AgeModel, load_age_model
+from ml import runtime
 from ml.align import FaceAligner
 from ml.faces import DetectorSettings, Face, FaceDetector
 from ml.images import DEFAULT_MAX_PIXELS, DEFAULT_WORK_SIDE, LoadedImage, load_image
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-# The model the service ships; the imported original stays beside it for comparison.
-DEFAULT_AGE_WEIGHTS = WEIGHTS_DIR / "resnet10x3-utkface-v2.safetensors"
+# The model the service ships, exported for the serving runtime (`python -m ml export`) from the
+# .safetensors file of the same name beside it; the imported original is there too, for comparison.
+DEFAULT_AGE_WEIGHTS = WEIGHTS_DIR / "resnet10x3-utkface-v2.onnx"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,26 +59,33 @@ class Predictor:
     """Detector, aligner and age network, loaded once.
 
     Every method may be called from several threads at once: MediaPipe graphs are borrowed from a
-    pool, dlib's predictor and the torch network are read-only.
+    pool, dlib's predictor and the age model's session are read-only. `age_model` is read once per
+    call, so replacing it (one assignment) swaps the model without stopping: a call in progress
+    finishes with the model it started with. Load the new one with `ml.runtime.load_age_model(path,
+    predictor.cpus)`, so that it sees the photos in flight. Any object with `version` and
+    `estimate(chips, coverage)` serves (`ml.runtime.ServedAgeModel`; the torch `ml.agemodel.AgeModel`
+    for comparison).
     """
 
-    def __init__(self, detector: FaceDetector, aligner: FaceAligner, age_model: AgeModel,
-                 settings: PredictorSettings) -> None:
+    def __init__(self, detector: FaceDetector, aligner: FaceAligner, age_model: runtime.AgeEstimator,
+                 settings: PredictorSettings, cpus: runtime.CpuShare | None = None) -> None:
         self.detector = detector
         self.aligner = aligner
         self.age_model = age_model
         self.settings = settings
+        self.cpus = cpus or runtime.CpuShare()  # photos in flight: see ml.runtime
         self._closed = threading.Event()
 
     @classmethod
     def load(cls, age_weights: Path | str | None = None, settings: PredictorSettings | None = None,
              *, threads: int | None = None) -> Predictor:
+        """`threads`: the most threads one photo's age step may use (default: the process's CPUs;
+        `ml.runtime.CpuShare` gives a photo only those no other photo is using)."""
         settings = settings or PredictorSettings()
-        if threads:
-            torch.set_num_threads(threads)
-        age_model = load_age_model(Path(age_weights or DEFAULT_AGE_WEIGHTS))
+        cpus = runtime.CpuShare(threads)
+        age_model = runtime.load_age_model(Path(age_weights or DEFAULT_AGE_WEIGHTS), cpus)
         detector = FaceDetector(settings.detector, size=settings.parallel)
-        return cls(detector, FaceAligner(), age_model, settings)
+        return cls(detector, FaceAligner(), age_model, settings, cpus)
 
     @property
     def version(self) -> str:
@@ -89,6 +96,7 @@ class Predictor:
         if not self._closed.is_set():
             self._closed.set()
             self.detector.close()
+            self.cpus.close()
 
     def __enter__(self) -> Predictor:
         return self
@@ -116,15 +124,24 @@ class Predictor:
         return faces
 
     def detect(self, image: LoadedImage | bytes) -> Detection:
-        timings: dict[str, float] = {}
-        img = self._image(image, timings)
-        faces = [f.scaled(1 / img.scale) for f in self._faces(img, timings)]
+        with self.cpus.photo():
+            timings: dict[str, float] = {}
+            img = self._image(image, timings)
+            faces = [f.scaled(1 / img.scale) for f in self._faces(img, timings)]
+        runtime.photo_done()
         return Detection(img.width, img.height, faces, timings)
 
     def chips(self, image: LoadedImage, faces: list[Face]) -> np.ndarray:
         return self.aligner.chips(image.rgb, [f.box for f in faces])
 
     def predict(self, image: LoadedImage | bytes) -> Prediction:
+        with self.cpus.photo():
+            result = self._predict(image)
+        runtime.photo_done()
+        return result
+
+    def _predict(self, image: LoadedImage | bytes) -> Prediction:
+        age_model = self.age_model  # once: a swap during this call does not mix two models
         timings: dict[str, float] = {}
         img = self._image(image, timings)
         faces = self._faces(img, timings)
@@ -132,10 +149,10 @@ class Predictor:
         chips = self.chips(img, faces)
         timings["align"] = time.perf_counter() - t
         t = time.perf_counter()
-        estimates = self.age_model.estimate(chips, self.settings.coverage)
+        estimates = age_model.estimate(chips, self.settings.coverage)
         timings["age"] = time.perf_counter() - t
         results = [
             FaceAge(face.scaled(1 / img.scale), e.age, (e.low, e.high), e.spread)
             for face, e in zip(faces, estimates, strict=True)
         ]
-        return Prediction(img.width, img.height, results, self.version, timings)
+        return Prediction(img.width, img.height, results, age_model.version, timings)

@@ -45,14 +45,16 @@ def final_stage(instructions: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return instructions[starts[-1]:]
 
 
-def test_the_image_is_slim_python_311_with_cpu_torch_and_mediapipe_as_the_makefile_installs_them():
+def test_the_image_is_slim_python_311_without_torch_and_with_mediapipe_as_the_makefile_installs_it():
     instructions = dockerfile_instructions()
     froms = [args for keyword, args in instructions if keyword == "FROM"]
     assert froms and all(re.match(r"python:3\.11-slim", f) for f in froms), froms
     runs = " ".join(args for keyword, args in instructions if keyword == "RUN")
-    pinned = next(d for d in tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-                  if d.startswith("torch"))
-    assert f"--index-url https://download.pytorch.org/whl/cpu {pinned}" in runs
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    runtime = [re.split(r"[<>=~\[ ]", d)[0] for d in project["dependencies"]]
+    assert "onnxruntime" in runtime and "torch" not in runtime and "safetensors" not in runtime
+    assert "torch" in " ".join(project["optional-dependencies"]["train"])
+    assert "torch" not in runs and "[train]" not in runs  # the serving image runs the exported models
     makefile = (REPO_ROOT / "Makefile").read_text()
     mediapipe = re.search(r"--no-deps (mediapipe==\S+)", makefile)
     assert mediapipe and f"--no-deps {mediapipe.group(1)}" in runs
@@ -102,7 +104,8 @@ def dockerignored(path: str, patterns: list[str]) -> bool:
     (".venv/bin/python", True), ("data/pgdata/PG_VERSION", True), ("runs/r1/model.safetensors", True),
     (".git/HEAD", True), ("test-results/trace.zip", True), (".env", True), ("tests/conftest.py", True),
     ("bench/http.py", True), ("api/__pycache__/main.cpython-311.pyc", True),
-    ("api/main.py", False), ("ml/weights/cydral-resnet10-v1.safetensors", False), ("alembic/env.py", False),
+    ("ml/weights/cydral-resnet10-v1.safetensors", True),  # training source: the image serves the .onnx
+    ("api/main.py", False), ("ml/weights/cydral-resnet10-v1.onnx", False), ("alembic/env.py", False),
     ("alembic.ini", False), ("pyproject.toml", False), ("frontend/index.html", False),
 ])
 def test_the_build_context_holds_only_what_the_service_runs(path, ignored):

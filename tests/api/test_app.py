@@ -21,6 +21,7 @@ from api import db, embedded
 from api.__main__ import migrate
 from api.config import REPO_ROOT, Settings
 from api.main import create_app
+from ml.runtime import NotExported
 from tests.api.conftest import ADMIN_TOKEN, assert_problem
 
 UI = '<!doctype html><html><head><script type="module" src="app.js"></script></head><body></body></html>'
@@ -126,7 +127,18 @@ def test_age_weights_setting_chooses_the_served_model():
     from api.main import load_predictor
     from ml.predictor import WEIGHTS_DIR
 
-    settings = Settings(_env_file=None, age_weights=WEIGHTS_DIR / "cydral-resnet10-v1.safetensors")
+    settings = Settings(_env_file=None, age_weights=WEIGHTS_DIR / "cydral-resnet10-v1.onnx")
     with load_predictor(settings) as predictor:
         assert predictor.version == "cydral-resnet10-v1"
         assert predictor.predict((Path(__file__).parent.parent / "fixtures" / "astronaut.png").read_bytes()).faces
+
+
+@pytest.mark.anyio
+async def test_training_weights_are_refused_at_start_up_with_how_to_export_them(tmp_path):
+    from ml.predictor import WEIGHTS_DIR
+
+    weights = WEIGHTS_DIR / "cydral-resnet10-v1.safetensors"
+    app = create_app(Settings(_env_file=None, data_dir=tmp_path, age_weights=weights))
+    with pytest.raises(NotExported, match=r"python -m ml export .*cydral-resnet10-v1\.safetensors --out"):
+        async with LifespanManager(app):
+            pass
