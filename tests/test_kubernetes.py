@@ -133,7 +133,7 @@ def test_resources_slots_and_threads_come_from_one_sizing(objects):
     assert resources["requests"] == resources["limits"]  # Guaranteed QoS, as sizing.yaml says
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["WMA_CONCURRENCY_SLOTS"] == resources["requests"]["cpu"]  # a slot per CPU of the pod
-    assert env["OMP_NUM_THREADS"] == "1"
+    assert env["OMP_NUM_THREADS"] == resources["requests"]["cpu"]  # the runtime's CPUs: the pod's
     assert "replicas" not in one(objects, "Deployment")["spec"]  # the autoscaler's to set
     assert one(objects, "Deployment")["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     (migrate,) = pod_specs(objects)["Job"]["containers"]
