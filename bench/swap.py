@@ -3,11 +3,12 @@ long until every worker answers with it.
 
 Serves the app for real (`python -m api migrate`, then `python -m api serve --workers N`, embedded
 Postgres), keeps C clients sending the same photo to /predict, then activates NEW (POST
-/models/NEW/activate) and later OLD again (the roll-back), ROUNDS times. For each swap it prints the
-requests per second before it and in the seconds after it, the failed requests, the answers that
-carry neither version or whose ages are not those of the version they name (a mixed answer), how
-long after the activation the last answer of the previous version was sent (from then on every answer
-carries the new one), and when each worker swapped (its log line), then the medians.
+/models/NEW/activate) and later the version active before it again (the roll-back), ROUNDS times.
+For each swap it prints the requests per second before it and in the 3 seconds after it, the failed
+requests, the answers that carry neither version or whose ages are not those of the version they
+name (a mixed answer), how long after the activation the last answer of the previous version was
+sent (from then on every answer carries the new one), and when each worker swapped (its log line);
+then the medians.
 
     python -m bench.swap                                   # 2 workers, 4 clients, 3 rounds
     python -m bench.swap --workers 2 --clients 4 --rounds 3 --before 4 --after 8
@@ -32,8 +33,7 @@ from bench.machine import describe as describe_machine
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO = ROOT / "tests" / "fixtures" / "astronaut.png"
-OLD = "resnet10x3-utkface-v2"  # the shipped default, active on a first start
-NEW = "resnet10-utkface-v2"  # another shipped model: a candidate on a first start
+NEW = "resnet10-utkface-v2"  # a shipped model that is not the default: a candidate on a first start
 AGE_TOLERANCE = 1e-3  # years: the same photo and model give the same ages
 
 
@@ -151,9 +151,15 @@ def wait_for_workers(log: Path, workers: int, timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
+def active_version(url: str) -> str:
+    return httpx.get(f"{url}/model", timeout=30).json()["version"]
+
+
 def run(server: Server, log: Path, *, clients: int, rounds: int, before: float, after: float,
-        old: str = OLD, new: str = NEW) -> list[Swap]:
-    """`rounds` times: activate `new`, then `old` again, under load; every answer of the run kept."""
+        new: str = NEW) -> list[Swap]:
+    """`rounds` times: activate `new`, then the version active at first again, under load; every
+    answer of the run kept."""
+    old = active_version(server.url)
     activations: list[tuple[str, str, float]] = []
     with Clients(server.url, clients, PHOTO.read_bytes()) as load:
         for _ in range(rounds):
@@ -209,7 +215,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--clients", type=int, default=4, help="requests in flight at once")
-    parser.add_argument("--rounds", type=int, default=3, help="activate NEW then OLD, this many times")
+    parser.add_argument("--rounds", type=int, default=3, help="activate NEW and roll back, this many times")
+    parser.add_argument("--new", default=NEW, help="the version to activate (a registered one)")
     parser.add_argument("--before", type=float, default=4.0, help="seconds of load before each activation")
     parser.add_argument("--after", type=float, default=6.0, help="seconds of load after the last one")
     parser.add_argument("--poll", type=float, default=2.0, help="WMA_MODEL_POLL_SECONDS of the server")
@@ -222,7 +229,8 @@ def main() -> None:
     log = server.tmp / "server.log"
     with server:
         wait_for_workers(log, args.workers)
-        swaps = run(server, log, clients=args.clients, rounds=args.rounds, before=args.before, after=args.after)
+        swaps = run(server, log, clients=args.clients, rounds=args.rounds, before=args.before, after=args.after,
+                    new=args.new)
     print(report(swaps, args.workers, args.clients, args.before))
 
 
