@@ -23,6 +23,13 @@ const MADE_BY = {
   admin: "added by an administrator",
 };
 
+// The same, short, for the history table.
+const MADE_BY_SHORT = {
+  shipped: "shipped with whatsmyage",
+  retrain: "retrained here",
+  admin: "added by an administrator",
+};
+
 // A version's state, as the history table says it.
 export const STATE_WORDS = {
   active: "Answering now",
@@ -212,7 +219,7 @@ function renderHistory(model) {
   $("[data-model-history]").replaceChildren(
     ...history.map((version) => {
       const added = date(version.created_at, shortDate);
-      const made = MADE_BY[version.created_by] ?? version.created_by ?? "";
+      const made = MADE_BY_SHORT[version.created_by] ?? version.created_by ?? "";
       const tr = row([
         cell(version.version, { header: true }),
         cell(STATE_WORDS[version.state] ?? version.state),
