@@ -33,7 +33,7 @@ const MADE_BY_SHORT = {
 // A version's state, as the history table says it.
 export const STATE_WORDS = {
   active: "Answering now",
-  candidate: "Being tested",
+  candidate: "Ready, not in use",
   rejected: "Tried, not used",
   retired: "Used before, retired",
 };
@@ -214,6 +214,9 @@ function renderTrainedOn(model) {
 
 function renderHistory(model) {
   const history = Array.isArray(model.history) ? model.history : [];
+  // The "Why" column only when some version has a reason.
+  const reasons = history.some((version) => version.reason);
+  $("[data-model-history-why]").hidden = !reasons;
   $("[data-model-history-empty]").hidden = history.length > 0;
   $("[data-model-history-table]").hidden = history.length === 0;
   $("[data-model-history]").replaceChildren(
@@ -225,7 +228,7 @@ function renderHistory(model) {
         cell(STATE_WORDS[version.state] ?? version.state),
         cell([added, made].filter(Boolean).join(", ")),
         cell(isNumber(version.mae) ? years(version.mae) : "not measured"),
-        cell(version.reason ?? ""),
+        ...(reasons ? [cell(version.reason ?? "")] : []),
       ]);
       tr.dataset.version = version.version;
       tr.dataset.state = version.state;

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import httpx
@@ -35,6 +36,22 @@ def bands(metrics: dict) -> list[tuple[str, float | None]]:
     return [(entry["band"], entry["mae"]) for entry in by_band]
 
 
+def answering_version(server: LiveServer) -> str:
+    """The model version that answers a real photo now."""
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        answered = client.post("/predict", files={"image": ("a.png", (FIXTURES / "astronaut.png").read_bytes())})
+    assert answered.status_code == 200
+    return answered.json()["model_version"]
+
+
+def wait_until_served(server: LiveServer, version: str, timeout: float = 20) -> None:
+    """Wait for the hot swap: the workers poll the active version every few seconds."""
+    deadline = time.monotonic() + timeout
+    while (served := answering_version(server)) != version:
+        assert time.monotonic() < deadline, f"{served} still answers, not {version}"
+        time.sleep(0.5)
+
+
 def open_model_page(page: Page, server: LiveServer) -> dict:
     """Open the page at home, follow the nav's Model link, and return the GET /model the page received."""
     page.add_init_script(WATCH_CSP)
@@ -60,10 +77,7 @@ def test_nav_opens_the_model_page_with_the_served_models_figures(
     expect(nav.get_by_role("link", name="Model")).to_have_attribute("aria-current", "page")
 
     # The version named is the one that answers photos now.
-    with httpx.Client(base_url=live_server.url, timeout=30) as client:
-        answered = client.post("/predict", files={"image": ("a.png", (FIXTURES / "astronaut.png").read_bytes())})
-    assert answered.status_code == 200
-    assert model["version"] == answered.json()["model_version"]
+    assert model["version"] == answering_version(live_server)
     expect(page.locator("[data-model-version]")).to_have_text(model["version"])
 
     # One bar per age band, in the served order, each labelled with the served MAE, and as tall as
@@ -128,6 +142,42 @@ def test_nav_opens_the_model_page_with_the_served_models_figures(
     assert page.evaluate("document.documentElement.scrollWidth") <= 320
     page.screenshot(path=Path(output_path) / "model-320px.png", full_page=True)
     assert page.evaluate("window.cspViolations") == []
+
+
+def test_model_page_shows_the_version_an_administrator_activates_and_the_rollback(
+    page: Page, live_server: LiveServer
+) -> None:
+    """Each visit asks GET /model again: after an activation the page names the new version, which is the
+    one that answers /predict, and the history says the one before was retired and why."""
+    before = httpx.get(live_server.url + "/model").json()
+    first = before["version"]
+    other = next(v["version"] for v in before["history"] if v["state"] in ("candidate", "retired"))
+    try:
+        activated = live_server.admin_post(f"/models/{other}/activate")
+        assert activated.status_code == 200, activated.text
+        wait_until_served(live_server, other)
+
+        model = open_model_page(page, live_server)
+        assert model["version"] == other
+        expect(page.locator("[data-model-version]")).to_have_text(other)
+        active = page.locator('[data-model-history] tr[data-state="active"]')
+        expect(active.get_by_role("rowheader")).to_have_text(other)
+        retired = page.locator(f'[data-model-history] tr[data-version="{first}"]')
+        expect(retired).to_have_attribute("data-state", "retired")
+        expect(retired).to_contain_text("Used before, retired")
+        expect(retired).to_contain_text(f"replaced by {other}")
+        served = bands(model["evaluation"]["validation"])
+        expect(page.locator("[data-bar] .value")).to_have_text([f"{mae:.1f}" for _, mae in served if mae is not None])
+    finally:
+        # Roll back, so that the other tests see the model they started with.
+        assert live_server.admin_post(f"/models/{first}/activate").status_code == 200
+        wait_until_served(live_server, first)
+
+    # Back on the page, the rolled-back version is named again.
+    with page.expect_response(lambda r: r.url.endswith("/model")):
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="Home").click()
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="Model").click()
+    expect(page.locator("[data-model-version]")).to_have_text(first)
 
 
 def test_model_page_is_reached_and_read_with_the_keyboard(page: Page, live_server: LiveServer) -> None:
