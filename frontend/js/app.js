@@ -598,9 +598,10 @@ function startModel() {
   store.set((state) => ({ model: { ...(state.model ?? {}), status: "loading" } }));
   modelRun = loadModel()
     .then((entry) => {
-      // The alert itself is announced when a load fails.
-      const done = entry.status === "done" && store.state.route === "model";
-      store.set(done ? { model: entry, status: `The model's description is loaded: ${entry.model.version} answers now.` } : { model: entry });
+      // A failure is announced by the view's own alert; a success by the status line.
+      const announce = entry.status === "done" && store.state.route === "model";
+      const status = announce ? { status: `The model's description is loaded: ${entry.model.version} answers now.` } : {};
+      store.set({ model: entry, ...status });
     })
     .catch((error) => {
       // A fault in this page: say so rather than hide it, and keep it visible to developers.
