@@ -171,3 +171,8 @@ export function deleteSubmission(id, token) {
     headers: { "X-Deletion-Token": token },
   });
 }
+
+/** GET /model: the model answering now, its accuracy, what it learned from, and every version tried. */
+export function readModel() {
+  return request("/model");
+}

@@ -1,4 +1,5 @@
-// The page: hash routes (#/, #/result, #/examples), the form, the result and the examples.
+// The page: hash routes (#/, #/result, #/examples, #/model), the form, the result, the examples
+// and the model's description.
 // Views render from the store; the DOM is found through data-* attributes; anything the user
 // typed or the server echoed is inserted with textContent only.
 
@@ -12,6 +13,7 @@ import {
   readSubmissionImage,
 } from "./api.js";
 import { EXAMPLES, exampleBlob, loadExamples } from "./examples.js";
+import { loadModel, renderModel } from "./model.js";
 import { faceDescription, formatAge, formatInterval, largestIndex, renderPhoto, round1 } from "./overlay.js";
 import { store } from "./state.js";
 import { checkForm } from "./validate.js";
@@ -34,6 +36,7 @@ const ROUTES = {
   "#/": { view: "home", title: "whatsmyage: how old do you look?" },
   "#/result": { view: "result", title: "Your result · whatsmyage" },
   "#/examples": { view: "examples", title: "Examples · whatsmyage" },
+  "#/model": { view: "model", title: "The model · whatsmyage" },
 };
 
 function routeOf(hash) {
@@ -66,6 +69,7 @@ function onRoute() {
   nextStatus = "";
   document.title = view === "result" && store.state.result?.noFace ? "No face found · whatsmyage" : title;
   if (view === "examples") startExamples();
+  if (view === "model") startModel();
   if (view !== "home") stopCamera();
   // Move focus to the new view's heading so keyboard and screen-reader users land on it, but
   // not on the first load, where the browser's own start is expected.
@@ -584,6 +588,32 @@ function renderExamples(state) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The model's description: asked again each time the view opens, since a retrain or an
+// administrator may have switched the model meanwhile.
+
+let modelRun = null;
+
+function startModel() {
+  if (modelRun) return;
+  store.set((state) => ({ model: { ...(state.model ?? {}), status: "loading" } }));
+  modelRun = loadModel()
+    .then((entry) => {
+      // A failure is announced by the view's own alert; a success by the status line.
+      const announce = entry.status === "done" && store.state.route === "model";
+      const status = announce ? { status: `The model's description is loaded: ${entry.model.version} answers now.` } : {};
+      store.set({ model: entry, ...status });
+    })
+    .catch((error) => {
+      // A fault in this page: say so rather than hide it, and keep it visible to developers.
+      console.error(error);
+      store.set({ model: { status: "error", error: `Something went wrong in this page: ${error.message || error}` } });
+    })
+    .finally(() => {
+      modelRun = null;
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
 // Rendering
 
 function renderViews(state) {
@@ -744,6 +774,7 @@ function render(state, previous) {
   renderForm(state, previous);
   renderResult(state, previous);
   renderExamples(state);
+  if (state.model !== previous?.model) renderModel(state.model, previous?.model);
   renderStatus(state);
 }
 
@@ -754,6 +785,11 @@ function start() {
   setupPhotoInput();
   setupCamera();
   setupExamples();
+  $("[data-model-retry]").addEventListener("click", () => {
+    // The button goes away while the description loads: keep the focus in the view.
+    $("#model-title").focus();
+    startModel();
+  });
   $("[data-form]").addEventListener("submit", onSubmit);
   $("[data-delete]").addEventListener("click", onDelete);
   $("[data-show-stored]").addEventListener("click", onShowStored);

@@ -25,7 +25,7 @@ export class Store extends EventTarget {
 }
 
 export const initialState = {
-  route: "home", // "home" | "result" | "examples"
+  route: "home", // "home" | "result" | "examples" | "model"
   photo: null, // {blob, name, url, source: "file" | "drop" | "camera" | "example"}
   errors: {}, // field name -> message, shown next to the field
   formError: "", // a problem no field owns, shown above the form
@@ -33,6 +33,7 @@ export const initialState = {
   camera: "off", // "off" | "starting" | "on"
   result: null, // see app.js showResult()
   examples: {}, // example id -> {status: "loading" | "done" | "error", prediction, error}
+  model: null, // GET /model as the view shows it: {status: "loading" | "done" | "error", model, error, missing}
   status: "", // text for the polite live region
 };
 

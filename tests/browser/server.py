@@ -38,6 +38,10 @@ class LiveServer:
         with httpx.Client(base_url=self.url, timeout=10) as client:
             return client.get(path, headers={"Authorization": f"Bearer {self.admin_token}"})
 
+    def admin_post(self, path: str) -> httpx.Response:
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            return client.post(path, headers={"Authorization": f"Bearer {self.admin_token}"})
+
 
 @dataclass
 class ConsoleErrors:

@@ -363,7 +363,8 @@ def test_page_assets_are_served_by_the_app(live_server: LiveServer) -> None:
         page = client.get("/")
         assert page.status_code == 200
         assert "<title>whatsmyage</title>" in page.text
-        for path in ("/styles.css", "/js/app.js", "/js/api.js", "/favicon.svg", "/examples/astronaut.jpg"):
+        for path in ("/styles.css", "/js/app.js", "/js/api.js", "/js/model.js", "/js/chart.js", "/favicon.svg",
+                     "/examples/astronaut.jpg"):
             assert client.get(path).status_code == 200, path
 
 
