@@ -52,7 +52,11 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(20, ge=1, description="POST requests a client address may send at once.")
     auth_failures_per_minute: int = Field(
         10, ge=0, description="Wrong tokens a client address may send in a minute before 429; 0: no throttle.")
-    data_dir: Path = Field(Path("data"), description="Local data (the embedded Postgres).")
+    data_dir: Path = Field(Path("data"), description="Local data (the embedded Postgres, trained models).")
+    models_dir: Path | None = Field(
+        None, description="Where retrained models are written (never overwritten); unset: <data_dir>/models.")
+    model_poll_seconds: float = Field(
+        2.0, gt=0, le=3600, description="How often each worker asks the registry which model is active.")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS, comma-separated; none by default."
     )

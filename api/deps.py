@@ -33,6 +33,7 @@ from api.errors import (
 )
 from api.metrics import Metrics
 from api.ratelimit import client_key
+from api.swap import ModelFollower
 from api.throttle import AuthGuard, FailedAuthentications
 from ml import Predictor
 
@@ -110,6 +111,7 @@ class State(TypedDict):
     metrics: Metrics
     database: Database
     auth_throttle: FailedAuthentications
+    model_follower: ModelFollower
 
 
 # `async def` even when they do not await: FastAPI would run a plain `def` in a worker thread.
@@ -143,6 +145,10 @@ async def get_auth_throttle(request: Request) -> FailedAuthentications:
     return request.state.auth_throttle
 
 
+async def get_model_follower(request: Request) -> ModelFollower:
+    return request.state.model_follower
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 SlotsDep = Annotated[Slots, Depends(get_slots)]
@@ -150,6 +156,7 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 AuthThrottleDep = Annotated[FailedAuthentications, Depends(get_auth_throttle)]
+ModelFollowerDep = Annotated[ModelFollower, Depends(get_model_follower)]
 
 
 async def get_auth_guard(request: Request, throttle: AuthThrottleDep, session: SessionDep) -> AuthGuard:

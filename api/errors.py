@@ -7,7 +7,12 @@
     ├── AdminDisabled             403 admin_disabled: no ADMIN_TOKEN is configured
     ├── InvalidDeletionToken      403 invalid_deletion_token
     ├── NotFound                  404 not_found
+    ├── ModelNotFound             404 model_not_found: no such model version in the registry
     ├── IdempotencyInProgress     409 idempotency_in_progress, with Retry-After: that key's first request runs
+    ├── ModelRejected             409 model_rejected: the version failed its checks (activate with force)
+    ├── ModelFileInvalid          409 model_file_invalid: its weights file is missing or not the one registered
+    ├── ModelIsActive             409 model_active: the active version cannot be rejected or retired
+    ├── ModelExists               409 model_exists: a version of that name is already registered
     ├── BodyTooLarge              413 body_too_large: the request body is over the limit
     ├── FileTooLarge              413 file_too_large: the photo is over the upload limit
     ├── ImageRejected             413/415/422 with the `ml.images` error's code (empty_file, corrupt_image,
@@ -119,6 +124,31 @@ class InvalidDeletionToken(AppError):
 class NotFound(AppError):
     status, code, title = 404, "not_found", "Not found"
     detail = "Nothing is here."
+
+
+class ModelNotFound(AppError):
+    status, code, title = 404, "model_not_found", "Model not found"
+    detail = "No model version of that name is registered."
+
+
+class ModelRejected(AppError):
+    status, code, title = 409, "model_rejected", "Model rejected"
+    detail = "This model version failed its checks; activate it with `force=true` to serve it anyway."
+
+
+class ModelFileInvalid(AppError):
+    status, code, title = 409, "model_file_invalid", "Model file invalid"
+    detail = "The model's weights file is missing or differs from the one registered (SHA-256)."
+
+
+class ModelIsActive(AppError):
+    status, code, title = 409, "model_active", "Model is active"
+    detail = "The active model version cannot be rejected or retired: activate another one first."
+
+
+class ModelExists(AppError):
+    status, code, title = 409, "model_exists", "Model exists"
+    detail = "A model version of that name is already registered."
 
 
 class BodyTooLarge(AppError, StarletteHTTPException):
@@ -418,6 +448,16 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}, "example": example}},
         }
     return out
+
+
+def problem_response(description: str, *errors: type[AppError]) -> dict[str, Any]:
+    """One OpenAPI entry for a route's own error answer, with `errors`' codes; the first is the example."""
+    first = errors[0]
+    example = {"type": PROBLEM_TYPE + first.code, "title": first.title, "status": first.status,
+               "detail": first.detail, "code": first.code}
+    codes = ", ".join(f"`{e.code}`" for e in errors)
+    return {"description": f"{description} ({codes}).",
+            "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}, "example": example}}}
 
 
 def add_problem_schema(openapi: dict[str, Any]) -> None:

@@ -23,7 +23,8 @@ from api.metrics import Metrics
 from api.middleware import BodySizeLimit, MultipartGuard
 from api.observe import RequestObserver
 from api.ratelimit import RateLimit
-from api.routes import audit, detect, health, metrics, predict, submissions
+from api.routes import audit, detect, health, metrics, models, predict, submissions
+from api.swap import ModelFollower
 from api.throttle import FailedAuthentications
 from ml import Predictor, PredictorSettings, runtime
 
@@ -35,8 +36,10 @@ DESCRIPTION = """Estimates a person's apparent age from a photo.
 
 `/detect` and `/predict` store nothing. `/submissions` stores a photo only with explicit consent and
 returns a one-time deletion token, with which its owner reads (`GET /submissions/{id}`, `/image`) and
-deletes it. Admin reads and every deletion are recorded (`GET /audit`). Every error is
-`application/problem+json` with a stable `code`.
+deletes it. Admin reads and every deletion are recorded (`GET /audit`). `GET /model` describes the
+model that answers (its training data and accuracy); admins list every version (`GET /models`) and
+choose the one served (`POST /models/{version}/activate`). Every error is `application/problem+json`
+with a stable `code`.
 """
 
 
@@ -79,6 +82,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             background = await stack.enter_async_context(anyio.create_task_group())
             background.start_soon(retention.run_on_schedule, sessionmaker, settings.retention_days, app_metrics)
             stack.callback(background.cancel_scope.cancel)
+            # The registry's active model (the shipped ones registered on a first start), then followed.
+            follower = ModelFollower(sessionmaker, predictor, interval=settings.model_poll_seconds,
+                                     default=settings.age_weights)
+            await follower.start()
+            background.start_soon(follower.run)
             log.info("serving model %s, %d slot(s)", predictor.version, settings.concurrency_slots)
             yield State(
                 settings=settings,
@@ -88,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 metrics=app_metrics,
                 database=database,
                 auth_throttle=FailedAuthentications(app_metrics, limit=settings.auth_failures_per_minute),
+                model_follower=follower,
             )
 
     app = FastAPI(title="whatsmyage", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
@@ -108,7 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # log line and metrics.
     app.add_middleware(RequestObserver, metrics=app_metrics)
 
-    for module in (detect, predict, submissions, audit, health, metrics):
+    for module in (detect, predict, submissions, audit, models, health, metrics):
         app.include_router(module.router)
     if settings.frontend_dir.is_dir():  # the UI, same origin; API routes take precedence
         app.frontend("/", directory=settings.frontend_dir, fallback=None)

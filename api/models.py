@@ -1,7 +1,8 @@
-"""The `submission` table and the shapes the API answers with."""
+"""The tables (`submission`, `model_version`, ...) and the shapes the API answers with."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
@@ -18,8 +19,10 @@ from sqlalchemy import (
     Index,
     LargeBinary,
     SmallInteger,
+    Text,
     Uuid,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
@@ -131,6 +134,42 @@ class AuthThrottle(SQLModel, table=True):
     client: str = Field(primary_key=True, max_length=64)  # the address as the rate limit counts it
     window_start: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
     failures: int
+
+
+ModelState = Literal["active", "candidate", "rejected", "retired"]
+ModelCreator = Literal["shipped", "retrain", "admin"]
+
+
+class ModelVersion(SQLModel, table=True):
+    """One version of the age model the service can serve (see `api.registry`); exactly one is active.
+
+    `trained_on` and `evaluation` are JSON in the shapes the README's "Model registry" section gives:
+    `evaluation["validation"]` is one model's figures as `python -m ml evaluate --json` writes them.
+    """
+
+    __tablename__ = "model_version"
+    __table_args__ = (
+        CheckConstraint("state IN ('active', 'candidate', 'rejected', 'retired')", name="state"),
+        CheckConstraint("created_by IN ('shipped', 'retrain', 'admin')", name="created_by"),
+        # At most one active row, whatever happens concurrently (activation also takes a lock).
+        Index("uq_model_version_active", "state", unique=True, postgresql_where=text("state = 'active'")),
+    )
+
+    version: str = Field(primary_key=True, max_length=128)  # as `model_version` in answers and submissions
+    state: str = Field(max_length=16)
+    reason: str | None = Field(default=None, sa_type=Text)  # why rejected or retired, in plain words
+    # The .onnx file served; relative paths are relative to the repository (the shipped models).
+    weights_path: str = Field(sa_type=Text)
+    sha256: str = Field(max_length=64)  # hex, of the weights file; checked before it is activated or loaded
+    parent_version: str | None = Field(default=None, max_length=128)  # the model it was fine-tuned from
+    created_by: str = Field(max_length=16)
+    created_at: datetime = Field(
+        default_factory=utcnow,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+    activated_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+    trained_on: dict = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default="{}"))
+    evaluation: dict = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False, server_default="{}"))
 
 
 # --- API shapes ---------------------------------------------------------------------------------
@@ -314,3 +353,136 @@ class Health(BaseModel):
     detail: str | None = PydanticField(
         None, description="Why the database is unavailable, when the service knows (its embedded Postgres "
                           "is being started again, or cannot be).")
+
+
+# --- the model registry -----------------------------------------------------------------------------
+
+
+def _first_age(band: str) -> int:
+    """0 for "0-12", 80 for "80+": bands in age order (JSONB keeps no key order)."""
+    digits = re.match(r"\d+", band)
+    return int(digits.group()) if digits else 0
+
+
+class BandFigures(BaseModel):
+    band: str = PydanticField(description="Age band of the true ages, e.g. `20-39`, `80+`.")
+    faces: int
+    mae: float = PydanticField(description="Mean absolute error in years, on the faces of this band.")
+    coverage: float | None = PydanticField(
+        None, description="Share of true ages inside the predicted interval, on this band (when measured).")
+
+
+class Figures(BaseModel):
+    """A model's accuracy on one set of labelled faces."""
+
+    faces: int
+    mae: float = PydanticField(description="Mean absolute error in years.")
+    coverage: float | None = PydanticField(description="Share of true ages inside the predicted 80% interval.")
+    by_band: list[BandFigures] = PydanticField(description="In age order.")
+
+    @classmethod
+    def of(cls, figures: dict | None) -> Figures | None:
+        """From one model's entry of `python -m ml evaluate --json` (fields read by name, extra ones
+        ignored); None when there are none."""
+        if not figures or figures.get("mae") is None:
+            return None
+        coverage_by_band = figures.get("coverage_by_band") or {}
+        bands = []
+        for band, cells in sorted((figures.get("by_band") or {}).items(), key=lambda kv: _first_age(kv[0])):
+            coverage = cells[2] if len(cells) > 2 else coverage_by_band.get(band)
+            if cells[1] is None:
+                continue
+            bands.append(BandFigures(band=band, faces=cells[0], mae=cells[1], coverage=coverage))
+        return cls(faces=figures.get("faces", figures.get("n", 0)), mae=figures["mae"],
+                   coverage=figures.get("coverage"), by_band=bands)
+
+
+class TrainedOn(BaseModel):
+    data: list[str] = PydanticField(description="The labelled data sets, e.g. `utkface`.")
+    submissions: int = PydanticField(description="Consented submissions it was trained on.")
+    newest_submission: datetime | None = PydanticField(description="When the newest of them was made.")
+
+
+class ModelEvaluation(BaseModel):
+    validation: Figures | None = PydanticField(description="On the fixed validation split of the shared data.")
+    held_out_submissions: Figures | None = PydanticField(
+        description="On the submissions kept out of training (retrained models only).")
+
+
+class ModelHistoryItem(BaseModel):
+    version: str
+    state: ModelState
+    created_by: ModelCreator
+    created_at: datetime
+    activated_at: datetime | None
+    mae: float | None = PydanticField(description="On the validation split, in years.")
+    reason: str | None = PydanticField(description="Why it was rejected or retired.")
+
+
+_MODEL_EXAMPLE_FIGURES = {"faces": 1991, "mae": 4.70, "coverage": 0.80, "by_band": [
+    {"band": "0-12", "faces": 286, "mae": 1.92, "coverage": None},
+    {"band": "20-39", "faces": 963, "mae": 3.84, "coverage": None}]}
+
+
+class ModelRead(BaseModel):
+    """The model that answers `/predict`: what it learnt from, how accurate it is, and its history."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "version": _VERSION, "state": "active", "created_by": "shipped", "created_at": "2026-12-06T01:30:00Z",
+        "activated_at": "2026-12-06T01:30:00Z",
+        "trained_on": {"data": ["utkface"], "submissions": 0, "newest_submission": None},
+        "evaluation": {"validation": _MODEL_EXAMPLE_FIGURES, "held_out_submissions": None},
+        "history": [{"version": _VERSION, "state": "active", "created_by": "shipped",
+                     "created_at": "2026-12-06T01:30:00Z", "activated_at": "2026-12-06T01:30:00Z",
+                     "mae": 4.70, "reason": None}]}]})
+
+    version: str
+    state: ModelState
+    created_by: ModelCreator
+    created_at: datetime
+    activated_at: datetime | None
+    trained_on: TrainedOn
+    evaluation: ModelEvaluation
+    history: list[ModelHistoryItem] = PydanticField(description="Every version, newest first.")
+
+    @classmethod
+    def of(cls, row: ModelVersion, versions: list[ModelVersion]) -> ModelRead:
+        trained = row.trained_on
+        return cls(
+            version=row.version, state=row.state, created_by=row.created_by,  # type: ignore[arg-type]
+            created_at=row.created_at, activated_at=row.activated_at,
+            trained_on=TrainedOn(data=trained.get("data", []), submissions=trained.get("submissions", 0),
+                                 newest_submission=trained.get("newest_submission")),
+            evaluation=ModelEvaluation(validation=Figures.of(row.evaluation.get("validation")),
+                                       held_out_submissions=Figures.of(row.evaluation.get("held_out"))),
+            history=[ModelHistoryItem(
+                version=v.version, state=v.state, created_by=v.created_by,  # type: ignore[arg-type]
+                created_at=v.created_at, activated_at=v.activated_at, reason=v.reason,
+                mae=(v.evaluation.get("validation") or {}).get("mae")) for v in versions],
+        )
+
+
+class ModelVersionRead(BaseModel):
+    """A registry row as it is stored (admin)."""
+
+    version: str
+    state: ModelState
+    reason: str | None
+    weights_path: str = PydanticField(description="The .onnx file; relative paths are in the repository.")
+    sha256: str
+    parent_version: str | None
+    created_by: ModelCreator
+    created_at: datetime
+    activated_at: datetime | None
+    trained_on: dict = PydanticField(description="data, submissions, newest_submission, submission_ids, "
+                                                 "held_out_submissions.")
+    evaluation: dict = PydanticField(description="validation, held_out, active_validation, active_held_out "
+                                                 "(figures as `python -m ml evaluate --json` writes them), rule.")
+
+    @classmethod
+    def of(cls, row: ModelVersion) -> ModelVersionRead:
+        return cls.model_validate(row, from_attributes=True)
+
+
+class ModelList(BaseModel):
+    models: list[ModelVersionRead] = PydanticField(description="Newest first.")

@@ -53,10 +53,12 @@ async def test_a_replica_started_while_the_database_is_down_is_ready_and_predict
 async def test_openapi_documents_every_route_with_models_and_problem_errors(client):
     spec = (await client.get("/openapi.json")).json()
     assert set(spec["paths"]) == {"/detect", "/predict", "/submissions", "/submissions/{submission_id}",
-                                  "/submissions/{submission_id}/image", "/audit", "/healthz"}
+                                  "/submissions/{submission_id}/image", "/audit", "/model", "/models",
+                                  "/models/{version}/activate", "/healthz"}
     schemas = spec["components"]["schemas"]
     assert {"Problem", "FieldError", "PredictResponse", "DetectResponse", "SubmissionCreated", "SubmissionRead",
-            "SubmissionPage", "AuditPage", "AuditEventRead", "Health"} <= set(schemas)
+            "SubmissionPage", "AuditPage", "AuditEventRead", "Health", "ModelRead", "ModelList",
+            "ModelVersionRead"} <= set(schemas)
     assert "HTTPValidationError" not in schemas
     health_503 = spec["paths"]["/healthz"]["get"]["responses"]["503"]["content"]["application/json"]
     assert health_503["schema"]["$ref"].endswith("/Health")
