@@ -38,7 +38,7 @@ from api import audit, registry
 from api.config import Settings
 from api.export import EXPORTED, export_submissions, file_name
 from api.models import Submission
-from ml.data import band_names, load_split, scan
+from ml.data import SPLIT_FILE, band_names, load_split, scan
 from ml.evaluate import Metrics, PairedDifference, metrics, paired_difference, predict
 
 # --- choosing the held-out submissions ---------------------------------------------------------
@@ -86,7 +86,8 @@ def decide(validation: PairedDifference, held_out: PairedDifference, *, min_held
 
 @dataclass
 class RetrainOptions:
-    data: list[Path]  # the shared UTKFace-style folders (their recorded split decides validation)
+    data: list[Path]  # the shared UTKFace-style folders
+    split_file: Path = SPLIT_FILE  # their recorded split: its validation side is the fixed validation split
     epochs: int = 1
     submission_weight: float = 5.0  # loss weight of a submission against a shared image's 1
     held_out_share: float = 0.2
@@ -168,11 +169,12 @@ async def split_submissions(session: AsyncSession, root: Path, share: float) -> 
     return SubmissionSets(root / "train", root / "held-out", sorted(train_ids), sorted(held_ids), newest)
 
 
-def write_split(path: Path, shared: list[Path], submissions: Path, shared_images: int | None) -> dict[str, int]:
+def write_split(path: Path, shared: list[Path], recorded: Path, submissions: Path,
+                shared_images: int | None) -> dict[str, int]:
     """The run's split file: the shared folders' recorded split (validation as it is; training cut to
     a stable subset of `shared_images` when given) and every training submission on the training side."""
     samples, _ = scan(shared)
-    split = load_split(samples, shared).assignment
+    split = load_split(samples, shared, split_file=recorded).assignment
     train = sorted((n for n, side in split.items() if side == "train"),
                    key=lambda n: hashlib.sha256(n.encode()).digest())
     if shared_images is not None:
@@ -362,7 +364,7 @@ async def retrain(session: AsyncSession, settings: Settings, options: RetrainOpt
     from ml.chips import cached_training_chips
     from ml.finetune import FinetuneConfig, finetune
 
-    await registry.ensure_shipped(session)
+    await registry.ensure_shipped(session, settings.age_weights)  # a database the service never started
     active = await registry.active(session)
     active_onnx = registry.weights_file(active)
     init = active_onnx.with_suffix(".safetensors")
@@ -378,8 +380,8 @@ async def retrain(session: AsyncSession, settings: Settings, options: RetrainOpt
     print(f"{active.version} is active; {len(subs.train_ids)} submissions to train on, "
           f"{len(subs.held_out_ids)} held out")
 
-    counts = await anyio.to_thread.run_sync(write_split, run / "split.csv", options.data, subs.train,
-                                            options.shared_images)
+    counts = await anyio.to_thread.run_sync(write_split, run / "split.csv", options.data, options.split_file,
+                                            subs.train, options.shared_images)
     cfg = FinetuneConfig(init=init, data=[*options.data, subs.train],
                          data_weights=[1.0] * len(options.data) + [options.submission_weight], out=run,
                          version=version, split_file=run / "split.csv", epochs=options.epochs, lr=options.lr,
