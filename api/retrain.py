@@ -379,6 +379,9 @@ async def retrain(session: AsyncSession, settings: Settings, options: RetrainOpt
     await session.commit()
     print(f"{active.version} is active; {len(subs.train_ids)} submissions to train on, "
           f"{len(subs.held_out_ids)} held out")
+    if len(subs.held_out_ids) < options.min_held_out:  # the rule could not promote what it would train
+        raise RetrainError(f"{len(subs.held_out_ids)} submissions are held out, and a candidate needs "
+                           f"{options.min_held_out} to be promoted: not training (wait for more submissions)")
 
     counts = await anyio.to_thread.run_sync(write_split, run / "split.csv", options.data, options.split_file,
                                             subs.train, options.shared_images)

@@ -18,7 +18,7 @@ import pytest
 
 from api import registry
 from api.errors import ModelFileInvalid, ModelRejected
-from api.retrain import Decision, RetrainOptions, decide, is_held_out, retrain
+from api.retrain import Decision, RetrainError, RetrainOptions, decide, forget_deleted, is_held_out, retrain
 from ml.evaluate import PairedDifference, paired_difference
 from ml.runtime import read_metadata
 from tests.api.conftest import SHIPPED_VERSION
@@ -96,6 +96,14 @@ def held(body: dict) -> bool:
     return is_held_out(uuid.UUID(body["id"]), SHARE)
 
 
+async def test_a_retrain_without_enough_held_out_submissions_trains_nothing(client, session, settings, shared):
+    await submit(client, face_photo(ASTRONAUT, 0), 70)
+    with pytest.raises(RetrainError, match="held out"):
+        await retrain(session, settings, options(shared), version="retrain-test-too-few")
+    assert await registry.get(session, "retrain-test-too-few") is None
+    assert not (settings.data_dir / "retrain" / "runs" / "retrain-test-too-few").exists()
+
+
 async def test_a_candidate_that_learns_what_the_active_model_gets_wrong_is_promoted_and_forgotten_after_deletion(
         client, session, settings, shared):
     # The astronaut, aged 70 in every submission: the active model says about 26, so a candidate that
@@ -142,8 +150,6 @@ async def test_a_candidate_that_learns_what_the_active_model_gets_wrong_is_promo
                                    headers={"X-Deletion-Token": training[0]["deletion_token"]})
     assert response.status_code == 204
     await registry.activate(session, SHIPPED_VERSION, actor="admin")  # rolling back
-    from api.retrain import forget_deleted
-
     assert await forget_deleted(session, settings) == [row.version]
     await session.refresh(row)
     assert row.state == "retired" and "since deleted" in row.reason
