@@ -187,7 +187,7 @@ def retrain(settings: Settings, args: argparse.Namespace) -> None:
     options = RetrainOptions.from_settings(
         settings, data=args.data, epochs=args.epochs, submission_weight=args.submission_weight,
         held_out_share=args.held_out_share, min_held_out=args.min_held_out, shared_images=args.shared_images,
-        lr=args.lr, batch=args.batch, seed=args.seed, device=args.device, workers=args.workers)
+        lr=args.lr, ema=args.ema, batch=args.batch, seed=args.seed, device=args.device, workers=args.workers)
 
     async def run(url: str):  # noqa: ANN202
         engine = db.create_engine(url)
@@ -250,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     retrain_cmd.add_argument("--shared-images", type=positive_int,
                              help="train on a stable subset of this many shared training images (default: all)")
     retrain_cmd.add_argument("--lr", type=float, help="peak learning rate (default 3e-4)")
+    retrain_cmd.add_argument("--ema", type=float,
+                             help="weight EMA decay during the fine-tune, e.g. 0.998 (default off)")
     retrain_cmd.add_argument("--batch", type=positive_int, help="batch size (default 128)")
     retrain_cmd.add_argument("--seed", type=int)
     retrain_cmd.add_argument("--device", help="auto (default: cuda when present), cpu or cuda")

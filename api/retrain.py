@@ -94,6 +94,7 @@ class RetrainOptions:
     min_held_out: int = 5
     shared_images: int | None = None  # train on this many of the shared training images (a stable subset)
     lr: float = 3e-4
+    ema: float = 0.0  # weight averaging during the fine-tune (ml.train's --ema); 0 = off
     batch: int = 128
     seed: int = 0
     device: str = "auto"  # cuda when present
@@ -388,8 +389,8 @@ async def retrain(session: AsyncSession, settings: Settings, options: RetrainOpt
     cfg = FinetuneConfig(init=init, data=[*options.data, subs.train],
                          data_weights=[1.0] * len(options.data) + [options.submission_weight], out=run,
                          version=version, split_file=run / "split.csv", epochs=options.epochs, lr=options.lr,
-                         batch=options.batch, seed=options.seed, device=options.device, workers=options.workers,
-                         cache=settings.data_dir / "chips")
+                         ema=options.ema, batch=options.batch, seed=options.seed, device=options.device,
+                         workers=options.workers, cache=settings.data_dir / "chips")
 
     def train_and_compare() -> tuple[Path, Path, Comparison]:
         weights, onnx, val = finetune(cfg)

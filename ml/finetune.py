@@ -34,6 +34,7 @@ class FinetuneConfig:
     lr: float = 3e-4  # a third of a full run's 1e-3: the start is already a good model
     batch: int = 128
     weight_decay: float = 0.05
+    ema: float = 0.0  # decay of an exponential moving average of the weights (ml.train); 0 = off
     seed: int = 0
     device: str = "auto"
     workers: int = 2
@@ -49,8 +50,8 @@ def member_config(cfg: FinetuneConfig, member: int) -> TrainConfig:
     return TrainConfig.for_arch(
         "resnet10", data=[str(d) for d in cfg.data], data_weights=list(cfg.data_weights), init=str(cfg.init),
         init_member=member, out=str(cfg.out / f"member{member}"), epochs=cfg.epochs, lr=cfg.lr, batch=cfg.batch,
-        weight_decay=cfg.weight_decay, warmup=0.2, seed=cfg.seed + member, device=cfg.device, workers=cfg.workers,
-        cache=str(cfg.cache), version=f"{cfg.version}-m{member}", split_file=str(cfg.split_file))
+        weight_decay=cfg.weight_decay, ema=cfg.ema, warmup=0.2, seed=cfg.seed + member, device=cfg.device,
+        workers=cfg.workers, cache=str(cfg.cache), version=f"{cfg.version}-m{member}", split_file=str(cfg.split_file))
 
 
 def finetune(cfg: FinetuneConfig, data: tuple[ChipSet, ChipSet] | None = None) -> tuple[Path, Path, ChipSet]:
