@@ -248,8 +248,8 @@ def summary_table(c: Comparison) -> str:
     rows.append(["noise (95% half-width)", "", "", "", f"±{vd.noise:.2f}", "", "", "",
                  f"±{hd.noise:.2f}" if hd.n else "-"])
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-             for r in [head, *rows]]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                       for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip() for r in [head, *rows]]
     return "\n".join(lines)
 
 
