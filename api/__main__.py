@@ -184,6 +184,12 @@ def retrain(settings: Settings, args: argparse.Namespace) -> None:
     from api.retrain import RetrainError, RetrainOptions
     from api.retrain import retrain as run_retrain
 
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise SystemExit("retrain: training needs torch, the `train` extra (pip install -e '.[train]'); "
+                         "the serving image has none: run it where `make install` ran") from None
+
     options = RetrainOptions.from_settings(
         settings, data=args.data, epochs=args.epochs, submission_weight=args.submission_weight,
         held_out_share=args.held_out_share, min_held_out=args.min_held_out, shared_images=args.shared_images,
