@@ -23,7 +23,7 @@ from api.metrics import Metrics
 from api.middleware import BodySizeLimit, MultipartGuard
 from api.observe import RequestObserver
 from api.ratelimit import RateLimit
-from api.routes import audit, detect, health, metrics, models, predict, submissions
+from api.routes import audit, detect, health, metrics, model_registry, predict, submissions
 from api.swap import ModelFollower
 from api.throttle import FailedAuthentications
 from ml import Predictor, PredictorSettings, runtime
@@ -117,7 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # log line and metrics.
     app.add_middleware(RequestObserver, metrics=app_metrics)
 
-    for module in (detect, predict, submissions, audit, models, health, metrics):
+    for module in (detect, predict, submissions, audit, model_registry, health, metrics):
         app.include_router(module.router)
     if settings.frontend_dir.is_dir():  # the UI, same origin; API routes take precedence
         app.frontend("/", directory=settings.frontend_dir, fallback=None)

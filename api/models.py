@@ -389,7 +389,9 @@ class Figures(BaseModel):
         coverage_by_band = figures.get("coverage_by_band") or {}
         bands = []
         for band, cells in sorted((figures.get("by_band") or {}).items(), key=lambda kv: _first_age(kv[0])):
-            coverage = cells[2] if len(cells) > 2 else coverage_by_band.get(band)
+            coverage = coverage_by_band.get(band)
+            if isinstance(coverage, list | tuple):  # (faces, share), as `ml evaluate` writes it
+                coverage = coverage[-1]
             if cells[1] is None:
                 continue
             bands.append(BandFigures(band=band, faces=cells[0], mae=cells[1], coverage=coverage))
@@ -420,8 +422,8 @@ class ModelHistoryItem(BaseModel):
 
 
 _MODEL_EXAMPLE_FIGURES = {"faces": 1991, "mae": 4.70, "coverage": 0.80, "by_band": [
-    {"band": "0-12", "faces": 286, "mae": 1.92, "coverage": None},
-    {"band": "20-39", "faces": 963, "mae": 3.84, "coverage": None}]}
+    {"band": "0-12", "faces": 286, "mae": 1.92, "coverage": 0.83},
+    {"band": "20-39", "faces": 963, "mae": 3.84, "coverage": 0.81}]}
 
 
 class ModelRead(BaseModel):

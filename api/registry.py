@@ -102,7 +102,7 @@ def finite(value: Any) -> Any:
 
 def shipped_files(default: Path | None = None) -> list[Path]:
     """The exported models shipped in ml/weights, and `default` (WMA_AGE_WEIGHTS) if it lies elsewhere."""
-    files = sorted(WEIGHTS_DIR.glob(f"*{runtime.ONNX_SUFFIX}"))
+    files = sorted(p.resolve() for p in WEIGHTS_DIR.glob(f"*{runtime.ONNX_SUFFIX}"))
     default = (default or DEFAULT_AGE_WEIGHTS).resolve()
     if default not in files and default.suffix == runtime.ONNX_SUFFIX and default.is_file():
         files.append(default)
@@ -127,7 +127,7 @@ def _shipped_row(path: Path, state: str) -> dict[str, Any]:
     """The registry row of a shipped model file (named `<version>.onnx`). Blocking (hashes the file)."""
     return {
         "version": path.stem, "state": state, "weights_path": _stored_path(path), "sha256": file_sha256(path),
-        "created_by": "shipped" if path.is_relative_to(WEIGHTS_DIR) else "admin",
+        "created_by": "shipped" if path.is_relative_to(WEIGHTS_DIR.resolve()) else "admin",
         "activated_at": datetime.now(UTC) if state == "active" else None,
         "trained_on": {"data": ["utkface"], "submissions": 0, "newest_submission": None, "submission_ids": [],
                        "held_out_submissions": 0},
@@ -143,14 +143,17 @@ async def ensure_shipped(session: AsyncSession, default: Path | None = None) -> 
     default = (default or DEFAULT_AGE_WEIGHTS).resolve()
     known = set((await session.exec(select(ModelVersion.version))).all())
     has_active = (await active_or_none(session)) is not None
-    for path in shipped_files(default):
+    for path in sorted(shipped_files(default), key=lambda p: p != default):  # the default first
         if path.stem in known:
             continue
+        known.add(path.stem)
         state = "active" if path == default and not has_active else "candidate"
         row = await anyio.to_thread.run_sync(_shipped_row, path, state)
         # DO NOTHING on any conflict: the same version, or an active row, written by another worker.
-        await session.exec(insert(ModelVersion).values(**row).on_conflict_do_nothing())  # type: ignore[call-overload]
-        log.info("model registry: registered %s (%s)", path.stem, state)
+        added = await session.exec(insert(ModelVersion).values(**row).on_conflict_do_nothing()  # type: ignore[call-overload]
+                                   .returning(col(ModelVersion.version)))
+        if added.first() is not None:
+            log.info("model registry: registered %s (%s)", path.stem, state)
 
 
 # --- reading ----------------------------------------------------------------------------------------

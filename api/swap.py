@@ -14,6 +14,7 @@ worker whose database cannot be reached (predictions never need the database).
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import anyio
@@ -66,7 +67,8 @@ class ModelFollower:
             return
         previous, self.serving = self.serving, row.version
         self.predictor.age_model = model  # the swap (see the module's docstring)
-        log.info("model swapped: now serving %s (was %s)", row.version, previous)
+        log.info("model swapped: now serving %s (was %s)", row.version, previous,
+                 extra={"model_version": row.version, "previous": previous, "worker_pid": os.getpid()})
         del model
         runtime.release_free_memory()  # what the previous model held, once no photo uses it
 

@@ -314,7 +314,8 @@ def count_rows(url: str, token: str) -> int:
 class Server:
     """`python -m api migrate` then `python -m api serve` on a free port, stopped with SIGTERM."""
 
-    def __init__(self, database_url: str | None, slots: int | None, log: Path | None = None) -> None:
+    def __init__(self, database_url: str | None, slots: int | None, log: Path | None = None, workers: int = 1,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="whatsmyage-load-"))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -326,7 +327,8 @@ class Server:
             env["DATABASE_URL"] = database_url
         if slots:
             env["WMA_CONCURRENCY_SLOTS"] = str(slots)
-        self.env = env
+        self.env = env | (extra_env or {})
+        self.workers = workers
         self.log = open(log or self.tmp / "server.log", "wb")  # noqa: SIM115
         self.proc: subprocess.Popen | None = None
 
@@ -334,8 +336,9 @@ class Server:
         if "DATABASE_URL" not in self.env:  # the embedded one is new: it needs its tables
             subprocess.run([sys.executable, "-m", "api", "migrate"], cwd=ROOT, env=self.env, stdout=self.log,
                            stderr=self.log, check=True, timeout=120)
-        self.proc = subprocess.Popen([sys.executable, "-m", "api", "serve", "--port", str(self.port)], cwd=ROOT,
-                                     env=self.env, stdout=self.log, stderr=self.log)
+        self.proc = subprocess.Popen([sys.executable, "-m", "api", "serve", "--port", str(self.port),
+                                      "--workers", str(self.workers)],
+                                     cwd=ROOT, env=self.env, stdout=self.log, stderr=self.log)
         wait_healthy(self.url, 120, self.proc)
         return self
 

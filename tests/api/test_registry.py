@@ -60,7 +60,7 @@ async def add_copy(session, tmp_path: Path, version: str = "retrain-test", *, sh
         trained_on={"data": ["utkface"], "submissions": 3, "newest_submission": "2026-12-06T01:00:00+00:00",
                     "submission_ids": [1, 2, 3], "held_out_submissions": 1},
         evaluation={"validation": {"n": 10, "mae": 5.0, "by_band": {"80+": [4, 9.0], "0-12": [6, 2.0]},
-                                   "coverage": 0.7},
+                                   "coverage": 0.7, "coverage_by_band": {"80+": [4, 0.5], "0-12": [6, 0.833]}},
                     "held_out": {"n": 1, "mae": float("nan"), "by_band": {}, "coverage": float("nan")},
                     "active_validation": None, "active_held_out": None, "rule": {"promoted": False, "why": "test"}})
 
@@ -129,7 +129,9 @@ async def test_get_model_shows_a_retrained_version_with_its_held_out_figures(cli
     body = (await client.get("/model")).json()
     assert body["version"] == "retrain-test" and body["created_by"] == "retrain"
     assert body["trained_on"] == {"data": ["utkface"], "submissions": 3, "newest_submission": "2026-12-06T01:00:00Z"}
-    assert [b["band"] for b in body["evaluation"]["validation"]["by_band"]] == ["0-12", "80+"]
+    assert body["evaluation"]["validation"]["by_band"] == [
+        {"band": "0-12", "faces": 6, "mae": 2.0, "coverage": 0.833},
+        {"band": "80+", "faces": 4, "mae": 9.0, "coverage": 0.5}]  # in age order, with coverage by band
     assert body["evaluation"]["held_out_submissions"] is None  # its MAE was not a number
     assert "submission_ids" not in response_text(body)  # public: counts, never which submissions
 
