@@ -161,9 +161,10 @@ async def test_a_candidate_that_learns_what_the_active_model_gets_wrong_is_promo
 
 async def test_a_candidate_trained_on_shuffled_labels_is_rejected(client, session, settings, shared):
     # Ages 10 and 80 given at random to photos of the astronaut: the labels say nothing about the
-    # photos. Each held-out photo is held out once with each age, so any model whose answers lie
-    # between 10 and 80 is exactly 35 years off on them on average: whatever the candidate learnt from
-    # the shuffled labels cannot pass for an improvement there, whatever the bootstrap says.
+    # photos. Each held-out photo is held out once with each age, so no model is less than 35 years
+    # off on them on average (an answer a is |a - 10| + |80 - a| >= 70 years off the pair), and the
+    # active model, which says about 26, is exactly 35 off: whatever the candidate learnt from the
+    # shuffled labels, it cannot be better there, whatever the bootstrap says.
     rng = random.Random(0)
     training = []
     for i in range(3):
@@ -189,9 +190,9 @@ async def test_a_candidate_trained_on_shuffled_labels_is_rejected(client, sessio
     assert (await registry.active(session)).version == SHIPPED_VERSION
     rule, figures = row.evaluation["rule"], row.evaluation
     assert not rule["promoted"] and rule["held_out"]["n"] == 6
-    assert figures["held_out"]["mae"] == pytest.approx(35.0)
     assert figures["active_held_out"]["mae"] == pytest.approx(35.0)
-    assert not rule["held_out"]["difference"] < -rule["held_out"]["noise"]
+    assert figures["held_out"]["mae"] >= 35.0 - 1e-6 and rule["held_out"]["difference"] >= -1e-6
+    assert "not better on the held-out submissions" in row.reason or "worse on validation" in row.reason
     assert registry.weights_file(row).is_file()  # kept, with its figures, for an admin to look at
     with pytest.raises(ModelRejected):
         await registry.activate(session, row.version, actor="admin")
