@@ -414,6 +414,10 @@ async def retrain(session: AsyncSession, settings: Settings, options: RetrainOpt
     if deleted_meanwhile:
         decision = Decision(False, f"{len(deleted_meanwhile)} submission(s) it was trained on were deleted "
                                    "while it trained")
+    now_active = (await registry.active(session)).version
+    if decision.promoted and now_active != active.version:  # an admin chose another model meanwhile
+        decision = Decision(False, f"{now_active} was activated while it trained: it was compared with "
+                                   f"{active.version}, not with the model now served")
     rule = {"promoted": decision.promoted, "why": decision.why, "min_held_out": options.min_held_out,
             "validation": asdict(comparison.validation_difference),
             "held_out": asdict(comparison.held_out_difference)}
