@@ -65,6 +65,10 @@ evaluate: install ## MAE of the imported and the shipped model on DATA's validat
 	$(PY) -m ml evaluate $(DATA) --split val --weights ml/weights/cydral-resnet10-v1.onnx \
 		--weights ml/weights/resnet10x3-utkface-v2.onnx
 
+# RETRAIN_ARGS passes options through, e.g. RETRAIN_ARGS="--epochs 2 --shared-images 4000".
+retrain: install migrate ## fine-tune the active model with the consented submissions; promote it only by the README's rule
+	$(PY) -m api retrain $(RETRAIN_ARGS)
+
 MODELS := resnet10x3-utkface-v2 resnet10-utkface-v2 cydral-resnet10-v1
 export: install ## re-export the shipped age models to the ONNX files the service runs (part of a release)
 	for m in $(MODELS); do $(PY) -m ml export ml/weights/$$m.safetensors --out ml/weights/$$m.onnx || exit 1; done
@@ -89,4 +93,4 @@ bench-load: install ## 100 uploads at once, good and bad, against a served app: 
 bench-attacks: install ## token guessing and leak checks against a served app: what each attack got
 	$(PY) bench/attacks.py
 
-.PHONY: help install run migrate purge test lint fmt bench bench-http bench-load bench-attacks bench-detection detection-set train evaluate chromium backup export
+.PHONY: help install run migrate purge test lint fmt bench bench-http bench-load bench-attacks bench-detection detection-set train evaluate retrain chromium backup export

@@ -1,6 +1,6 @@
 """Command line: `python -m api serve [--host H] [--port P] [--workers N]`, `python -m api migrate`,
 `python -m api export-submissions --out DIR`, `python -m api purge [--days N]`, `python -m api backup --out FILE`,
-`python -m api restore FILE`."""
+`python -m api restore FILE`, `python -m api retrain [...]`."""
 
 from __future__ import annotations
 
@@ -174,6 +174,49 @@ def serve(settings: Settings) -> None:
         uvicorn.run("api.main:create_app", factory=True, workers=settings.workers, **options)
 
 
+def retrain(settings: Settings, args: argparse.Namespace) -> None:
+    """One run of the learning loop (see api/retrain.py): export, fine-tune, evaluate, promote or reject."""
+    import asyncio
+
+    from sqlmodel.ext.asyncio.session import AsyncSession
+
+    from api import db
+    from api.retrain import RetrainError, RetrainOptions
+    from api.retrain import retrain as run_retrain
+
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise SystemExit("retrain: training needs torch, the `train` extra (pip install -e '.[train]'); "
+                         "the serving image has none: run it where `make install` ran") from None
+
+    options = RetrainOptions.from_settings(
+        settings, data=args.data, epochs=args.epochs, submission_weight=args.submission_weight,
+        held_out_share=args.held_out_share, min_held_out=args.min_held_out, shared_images=args.shared_images,
+        lr=args.lr, ema=args.ema, batch=args.batch, seed=args.seed, device=args.device, workers=args.workers)
+
+    async def run(url: str):  # noqa: ANN202
+        engine = db.create_engine(url)
+        try:
+            async with AsyncSession(engine, expire_on_commit=False) as session:
+                return await run_retrain(session, settings, options)
+        finally:
+            await engine.dispose()
+
+    database = db.start_database(settings)
+    try:
+        outcome = asyncio.run(run(database.url))
+    except RetrainError as exc:
+        raise SystemExit(f"retrain: {exc}") from None
+    finally:
+        database.stop()
+    print(f"\n{outcome.version} (candidate) against the active model\n{outcome.table}\n")
+    print(f"{'PROMOTED: now active' if outcome.promoted else 'REJECTED'}: {outcome.why}")
+    if outcome.forgotten:
+        print(f"retired, weights deleted (trained on submissions since deleted): {', '.join(outcome.forgotten)}")
+    print(f"plots, split and summary: {outcome.run}")
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -198,6 +241,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     restore_cmd.add_argument("--replace", action="store_true", help="replace the tables the database holds")
     purge_cmd = commands.add_parser("purge", help="remove submissions older than WMA_RETENTION_DAYS (for cron)")
     purge_cmd.add_argument("--days", type=positive_int, help="retention in days (default: WMA_RETENTION_DAYS)")
+    retrain_cmd = commands.add_parser(
+        "retrain", help="fine-tune the active model with the submissions; promote it only by the README's rule")
+    retrain_cmd.add_argument("--data", type=Path, action="append",
+                             help="shared UTKFace-style folder; repeatable (default: WMA_RETRAIN_DATA)")
+    retrain_cmd.add_argument("--epochs", type=positive_int, help="default: WMA_RETRAIN_EPOCHS or 1")
+    retrain_cmd.add_argument("--submission-weight", type=float,
+                             help="loss weight of a submission (default: WMA_RETRAIN_SUBMISSION_WEIGHT or 5)")
+    retrain_cmd.add_argument("--held-out-share", type=float,
+                             help="share of submissions kept for evaluation "
+                                  "(default: WMA_RETRAIN_HELD_OUT_SHARE or 0.2)")
+    retrain_cmd.add_argument("--min-held-out", type=positive_int,
+                             help="held-out submissions needed to promote (default: WMA_RETRAIN_MIN_HELD_OUT or 5)")
+    retrain_cmd.add_argument("--shared-images", type=positive_int,
+                             help="train on a stable subset of this many shared training images (default: all)")
+    retrain_cmd.add_argument("--lr", type=float, help="peak learning rate (default 3e-4)")
+    retrain_cmd.add_argument("--ema", type=float,
+                             help="weight EMA decay during the fine-tune, e.g. 0.998 (default off)")
+    retrain_cmd.add_argument("--batch", type=positive_int, help="batch size (default 128)")
+    retrain_cmd.add_argument("--seed", type=int)
+    retrain_cmd.add_argument("--device", help="auto (default: cuda when present), cpu or cuda")
+    retrain_cmd.add_argument("--workers", type=positive_int, help="processes for chip extraction (default 2)")
     args = parser.parse_args(argv)
 
     configure_logging()  # JSON lines on stdout
@@ -213,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         restore(settings, args.file, args.replace)
     elif args.command == "purge":
         purge(settings, args.days)
+    elif args.command == "retrain":
+        retrain(settings, args)
     else:
         serve(settings)
 

@@ -67,6 +67,17 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = Field(None, description="Bearer token for /metrics; unset: /metrics is open.")
     retention_days: int | None = Field(
         None, ge=1, le=36500, description="Submissions older than this many days are removed; unset: kept.")
+    # `python -m api retrain` (api/retrain.py); its command-line options override these.
+    retrain_data: Annotated[list[Path], NoDecode] = Field(
+        default_factory=lambda: [REPO_ROOT.parent / "shared" / "data" / "utkface" / "images"],
+        description="Shared UTKFace-style folders a retrain fine-tunes on besides the submissions, comma-separated.")
+    retrain_epochs: int = Field(1, ge=1, le=100, description="Epochs of a retrain's fine-tuning.")
+    retrain_submission_weight: float = Field(
+        5.0, gt=0, le=1000, description="Loss weight of a submission in a retrain, against 1 for a shared image.")
+    retrain_held_out_share: float = Field(
+        0.2, ge=0, lt=1, description="Share of submissions kept out of retraining to evaluate on (by id hash).")
+    retrain_min_held_out: int = Field(
+        5, ge=1, description="Held-out submissions a retrain needs before it may promote a model.")
 
     @field_validator("admin_token", "metrics_token", mode="after")
     @classmethod
@@ -85,6 +96,13 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_days_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("retrain_data", mode="before")
+    @classmethod
+    def _split_folders(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [Path(f.strip()) for f in value.split(",") if f.strip()]
+        return value
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -94,9 +94,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ml.train import AUGMENTATIONS, TrainConfig, train
 
     cfg = TrainConfig.for_arch(
-        args.arch, data=[str(d) for d in args.data], out=str(args.out or Path("runs") / args.arch),
+        args.arch, data=[str(d) for d in args.data], data_weights=args.data_weight or [],
+        out=str(args.out or Path("runs") / args.arch),
         epochs=args.epochs, batch=args.batch, lr=args.lr, weight_decay=args.weight_decay, sigma=args.sigma,
-        init=args.init, input_size=args.input_size, ema=args.ema, seed=args.seed, device=args.device,
+        init=args.init, init_member=args.init_member, input_size=args.input_size, ema=args.ema, seed=args.seed,
+        device=args.device,
         split_file=args.split_file, sigma_slope=args.sigma_slope, aux=args.aux, mixup=args.mixup,
         extra_blocks=args.extra_blocks, augmentation=AUGMENTATIONS[args.augment] if args.augment else None,
         workers=args.workers, cache=args.cache, version=args.version)
@@ -168,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("train", help="fine-tune the ResNet-10 or train the VGG regressor")
     t.add_argument("--arch", choices=["resnet10", "vgg"], default="resnet10")
     t.add_argument("--data", type=Path, action="append", required=True, help="UTKFace-style folder; repeatable")
+    t.add_argument("--data-weight", type=float, action="append",
+                   help="loss weight of the images of the --data folder in the same place (default 1); repeatable")
     t.add_argument("--epochs", type=int, default=None)
     t.add_argument("--out", type=Path, default=None, help="run folder (default runs/ARCH)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
@@ -182,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--augment", choices=["none", "default", "strong"], default=None,
                    help="augmentation preset (default: default)")
     t.add_argument("--init", default=None, help="resnet10: starting weights, or 'none' (default: the imported ones)")
+    t.add_argument("--init-member", type=int, default=None, help="resnet10: which network of an ensemble --init "
+                   "starts from (default 0)")
     t.add_argument("--input-size", type=int, default=None, help="vgg: input side in pixels")
     t.add_argument("--ema", type=float, default=None, help="weight EMA decay, e.g. 0.999 (default off)")
     t.add_argument("--seed", type=int, default=None)

@@ -119,6 +119,8 @@ def cached_training_chips(samples: list[Sample], cache_dir: Path, workers: int =
         key = hashlib.sha256(str(folder).encode()).hexdigest()[:12]
         path = cache_dir / f"chips-{PIPELINE_TAG}-{TRAIN_CHIP}px-{folder.name}-{key}.npz"
         cached = load_chipset(path) if path.exists() else None
+        if cached is not None:
+            cached = _forget_gone(path, cached, folder)
         known = set(cached.names) | set(cached.missed) if cached else set()
         todo = [s for s in members if s.name not in known]
         if todo:
@@ -128,6 +130,16 @@ def cached_training_chips(samples: list[Sample], cache_dir: Path, workers: int =
         assert cached is not None
         parts.append(cached.subset({s.name for s in members}))
     return concat(parts)
+
+
+def _forget_gone(path: Path, cached: ChipSet, folder: Path) -> ChipSet:
+    """The cache without the chips of files no longer in `folder` (a withdrawn submission, say),
+    rewritten when that removed any: a chip does not outlive its photo."""
+    present = {p.name for p in folder.rglob("*")}
+    kept = cached.subset(present)
+    if len(kept) < len(cached) or len(kept.missed) < len(cached.missed):
+        save_chipset(path, kept)
+    return kept
 
 
 def concat(parts: list[ChipSet]) -> ChipSet:

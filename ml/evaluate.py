@@ -70,8 +70,9 @@ def load_model(path: Path) -> runtime.AgeEstimator:
     return load_age_model(path)
 
 
-def evaluate_model(model: runtime.AgeEstimator, chips: ChipSet, coverage: float = 0.8, batch: int = 512) -> Metrics:
-    """Metrics of `model` on 64 px chips (the centre is taken if they are bigger)."""
+def predict(model: runtime.AgeEstimator, chips: ChipSet, coverage: float = 0.8,
+            batch: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Age, interval low and high of each chip, on 64 px chips (the centre is taken if they are bigger)."""
     faces = chips.centre(64)
     pred, low, high = [], [], []
     for i in range(0, len(faces), batch):
@@ -79,7 +80,39 @@ def evaluate_model(model: runtime.AgeEstimator, chips: ChipSet, coverage: float 
             pred.append(d.age)
             low.append(d.low)
             high.append(d.high)
-    return metrics(np.array(pred), np.array(low), np.array(high), chips)
+    return np.array(pred), np.array(low), np.array(high)
+
+
+def evaluate_model(model: runtime.AgeEstimator, chips: ChipSet, coverage: float = 0.8, batch: int = 512) -> Metrics:
+    """Metrics of `model` on 64 px chips (the centre is taken if they are bigger)."""
+    return metrics(*predict(model, chips, coverage, batch), chips)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """MAE of model B minus MAE of model A on the same faces, and how much of it is chance: the
+    half-width of the central 95% of that difference over bootstrap resamples of the faces."""
+
+    n: int
+    mae_a: float
+    mae_b: float
+    difference: float  # mae_b - mae_a; negative: B is better
+    noise: float  # 95% half-width, years
+
+
+def paired_difference(errors_a: np.ndarray, errors_b: np.ndarray, resamples: int = 2000,
+                      seed: int = 0) -> PairedDifference:
+    """Paired bootstrap of the MAE difference: each resample draws faces with replacement and takes
+    both models' errors on the same faces, so what the two share (hard faces) cancels out."""
+    a, b = np.asarray(errors_a, np.float64), np.asarray(errors_b, np.float64)
+    n = len(a)
+    if n == 0:
+        return PairedDifference(0, float("nan"), float("nan"), float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    d = b - a
+    means = np.array([d[rng.integers(0, n, n)].mean() for _ in range(resamples)])
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return PairedDifference(n, float(a.mean()), float(b.mean()), float(d.mean()), float((hi - lo) / 2))
 
 
 def format_table(results: dict[str, Metrics]) -> str:

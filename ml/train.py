@@ -47,6 +47,7 @@ AUGMENTATIONS = {
 class TrainConfig:
     arch: str = "resnet10"
     data: list[str] = field(default_factory=list)
+    data_weights: list[float] = field(default_factory=list)  # loss weight of each --data folder's images; 1 if absent
     out: str = "runs/run"
     epochs: int = 12
     batch: int = 128
@@ -56,6 +57,7 @@ class TrainConfig:
     classes: int = 117  # resnet10 head: ages 0..116
     sigma: float = 2.5  # years, of the Gaussian label distribution (resnet10)
     init: str = str(IMPORTED)  # resnet10 start; "none" trains from scratch
+    init_member: int = 0  # which network of an ensemble in `init` to start from
     input_size: int = 64  # vgg
     ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = off
     sigma_slope: float = 0.0  # resnet10: the label width grows by this many years per year of age
@@ -90,7 +92,7 @@ def build(cfg: TrainConfig) -> torch.nn.Module:
     if cfg.arch == "vgg":
         return VGGRegressor(cfg.input_size)
     if cfg.init and cfg.init != "none":
-        net = load_age_model(Path(cfg.init), fold=False).net
+        net = load_age_model(Path(cfg.init), fold=False).nets[cfg.init_member]
     else:
         net = AgeNet(num_classes=81)
     assert isinstance(net, AgeNet)
@@ -115,20 +117,37 @@ def targets(cfg: TrainConfig, net: torch.nn.Module, ages: torch.Tensor, genders:
     return t
 
 
-def soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+def weighted_mean(per_sample: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    return per_sample.mean() if weight is None else (per_sample * weight).sum() / weight.sum()
+
+
+def soft_ce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    return weighted_mean(-(target * F.log_softmax(logits, dim=1)).sum(dim=1), weight)
 
 
 def loss_of(cfg: TrainConfig, net: torch.nn.Module, aux_head: torch.nn.Module | None, x: torch.Tensor,
-            t: dict[str, torch.Tensor]) -> torch.Tensor:
+            t: dict[str, torch.Tensor], weight: torch.Tensor | None = None) -> torch.Tensor:
+    """The batch's loss; `weight` (one per sample) makes some images count more than others."""
     if cfg.arch == "vgg":
-        return F.mse_loss(net(x), t["age"])
+        return weighted_mean((net(x) - t["age"]) ** 2, weight)
     feats = net.features(x)
-    loss = soft_ce(net.head(feats), t["age"])
+    loss = soft_ce(net.head(feats), t["age"], weight)
     if aux_head is not None:
         extra = aux_head(feats)
-        loss = loss + cfg.aux * (soft_ce(extra[:, :2], t["gender"]) + soft_ce(extra[:, 2:], t["race"]))
+        loss = loss + cfg.aux * (soft_ce(extra[:, :2], t["gender"], weight) + soft_ce(extra[:, 2:], t["race"], weight))
     return loss
+
+
+def sample_weights(cfg: TrainConfig, names: np.ndarray) -> np.ndarray | None:
+    """The loss weight of each training image: its folder's entry of `cfg.data_weights` (1 if none);
+    None when every weight is 1. A name found in several folders takes the first folder's weight."""
+    if not any(w != 1.0 for w in cfg.data_weights):
+        return None
+    of_name: dict[str, float] = {}
+    for folder, w in zip(cfg.data, cfg.data_weights, strict=False):
+        for path in Path(folder).rglob("*"):
+            of_name.setdefault(path.name, float(w))
+    return np.array([of_name.get(n, 1.0) for n in names], dtype=np.float32)
 
 
 def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -277,6 +296,8 @@ def train(cfg: TrainConfig, resume: bool = False, data: tuple[ChipSet, ChipSet] 
     ages = torch.from_numpy(train_set.ages).to(device)
     genders = torch.from_numpy(train_set.genders).to(device)
     races = torch.from_numpy(train_set.races).to(device)
+    per_sample = sample_weights(cfg, train_set.names)
+    weights = torch.from_numpy(per_sample).to(device) if per_sample is not None else None
     out_size = cfg.input_size if cfg.arch == "vgg" else 64
     steps = math.ceil(len(chips) / cfg.batch)
     history: list[dict] = []
@@ -304,12 +325,14 @@ def train(cfg: TrainConfig, resume: bool = False, data: tuple[ChipSet, ChipSet] 
             idx = order[i * cfg.batch : (i + 1) * cfg.batch]
             x = net.preprocess(augment(chips[idx], aug, gen, out=out_size, margin_px=MARGIN))
             t = targets(cfg, net, ages[idx], genders[idx], races[idx])
+            w = weights[idx] if weights is not None else None
             if cfg.mixup:
                 lam = float(np.random.beta(cfg.mixup, cfg.mixup))
                 perm = torch.randperm(len(idx), generator=gen, device=device)
                 x = lam * x + (1 - lam) * x[perm]
                 t = {k: lam * v + (1 - lam) * v[perm] for k, v in t.items()}
-            loss = loss_of(cfg, net, aux_head, x, t)
+                w = lam * w + (1 - lam) * w[perm] if w is not None else None
+            loss = loss_of(cfg, net, aux_head, x, t, w)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

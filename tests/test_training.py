@@ -113,3 +113,27 @@ def test_evaluate_compares_two_models_side_by_side(tiny, capsys):
     out = capsys.readouterr().out
     assert "MAE, years" in out and "age 0-12" in out and "race White" in out and "80% interval covers" in out
     assert all(m.n + m.missed == 16 for m in results.values())
+
+
+def test_each_folder_weighs_its_images_and_a_cache_forgets_the_files_gone(tmp_path):
+    from ml.chips import cached_training_chips, load_chipset
+    from ml.train import sample_weights
+
+    a = make_folder(tmp_path / "a", 2)
+    b = make_folder(tmp_path / "b", 6)
+    for same_name_as_a in b[:2]:
+        same_name_as_a.unlink()
+    b = b[2:]
+    cfg = TrainConfig(data=[str(tmp_path / "a"), str(tmp_path / "b")], data_weights=[1.0, 3.0])
+    names = np.array([p.name for p in [*a, *b]], dtype=object)
+    assert sample_weights(cfg, names).tolist() == [1.0] * 2 + [3.0] * 4
+    assert sample_weights(TrainConfig(data=cfg.data), names) is None  # all 1: no weighting at all
+
+    samples, _ = scan([tmp_path / "b"])
+    chips = cached_training_chips(samples, tmp_path / "cache", workers=1)
+    assert len(chips) == 4
+    (cache,) = (tmp_path / "cache").iterdir()
+    b[0].unlink()  # a withdrawn submission's file, removed by the export
+    again = cached_training_chips(scan([tmp_path / "b"])[0], tmp_path / "cache", workers=1)
+    assert b[0].name not in set(again.names) and len(again) == 3
+    assert b[0].name not in set(load_chipset(cache).names)  # gone from the disk too
