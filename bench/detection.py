@@ -65,7 +65,7 @@ class YuNetAlone:
 
 DETECTORS = {"old (v1)": DetectorSettings.v1(), "BlazeFace (v2)": DetectorSettings.v2(), "YuNet alone": None,
              "new": DetectorSettings(), "new, no turned pass": replace(DetectorSettings(), turned_from=0)}
-DEFAULT_DETECTORS = "BlazeFace (v2),YuNet alone,new"
+DEFAULT_DETECTORS = "old (v1),BlazeFace (v2),YuNet alone,new"
 SIZE_BANDS = [(0, 32), (32, 64), (64, 10_000)]
 
 
@@ -154,17 +154,20 @@ def main() -> None:
     parser.add_argument("--utkface", type=Path, default=ROOT.parent / "shared" / "data" / "utkface")
     parser.add_argument("--crops-split", default="test", help="UTKFace split whose crops are counted (not tuned on)")
     parser.add_argument("--crops", type=int, default=0, help="at most this many crops (0: all of the split)")
-    parser.add_argument("--part", default="all", choices=["all", "dev", "held-out"])
+    parser.add_argument("--part", default="all", choices=["all", "dev", "held-out", "none"],
+                        help="part of the set to run (none: only the UTKFace crops and the fixed photos)")
+    parser.add_argument("--repeat", type=int, default=40, help="times each fixed photo is timed")
     parser.add_argument("--detectors", default=DEFAULT_DETECTORS, help="comma-separated, of: " + ", ".join(DETECTORS))
     args = parser.parse_args()
     manifest = args.set / "manifest.tsv"
-    if not manifest.exists():
+    if args.part != "none" and not manifest.exists():
         sys.exit(f"{manifest} is missing: run `make detection-set` first")
     print(describe() + f"; load average {os.getloadavg()[0]:.1f} at the start")
 
     names = args.detectors.split(",")
     dets = {n: make_detector(n) for n in names}
-    rows = [r for r in csv.DictReader(manifest.open(), delimiter="\t") if args.part in ("all", r["part"])]
+    rows = [] if args.part == "none" else [
+        r for r in csv.DictReader(manifest.open(), delimiter="\t") if args.part in ("all", r["part"])]
     tallies: dict[str, dict[tuple[str, str, str], Tally]] = {n: defaultdict(Tally) for n in names}
     times: dict[str, dict[str, list[float]]] = {n: defaultdict(list) for n in names}
     runs: dict[str, dict[str, list[tuple[int, int]]]] = {n: defaultdict(list) for n in names}
@@ -237,14 +240,14 @@ def main() -> None:
             MODEL_RUNS[:] = [0, 0]
             det.detect(rgb)
             fixed_runs[n].append((MODEL_RUNS[0], MODEL_RUNS[1]))
-    for _ in range(40):  # the detectors take turns, so that the machine's load hits each alike
+    for _ in range(args.repeat):  # the detectors take turns, so that the machine's load hits each alike
         for n, det in dets.items():
             for i, rgb in enumerate(fixed.values()):
                 t = time.perf_counter()
                 det.detect(rgb)
                 fixed_ms[n][i].append(time.perf_counter() - t)
     print(f"\nUTKFace {args.crops_split} crops without a face (goal <= 1%); model runs per photo, BlazeFace + YuNet "
-          "(mean), and time (median ms, one thread; the fixed photos timed in turns, 40 times each)")
+          f"(mean), and time (median ms, one thread; the fixed photos timed in turns, {args.repeat} times each)")
     print(f"{'detector':20} {'crops missed':>16} " + " ".join(f"{k:>22}" for k in ["photos", "scenes", "no-people"])
           + " " + " ".join(f"{k:>22}" for k in fixed))
     for n, det in dets.items():

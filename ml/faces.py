@@ -5,7 +5,7 @@ Runtime) looks for the faces BlazeFace cannot see: small ones (down to about 10 
 badly exposed photos. It runs on the photo reduced to 320 px on the long side, then at 640 and 1280 px
 (`yunet_sides`; never above the photo's own size), and stops early where the faces it found are large
 enough at that scale that smaller ones would have shown too: after the 320 px pass, when it found one
-face of `yunet_portrait_px` or more (a portrait: about 1.3 ms); after the 640 px pass, when every face
+face of `yunet_portrait_px` or more (a portrait: about 2 ms); after the 640 px pass, when every face
 it found is `yunet_fine_px` or more (a group of large faces). A crowd of small faces, or a photo
 without any, gets all three. YuNet runs on a portrait by BlazeFace's rule too (a face of a quarter
 of the short side): the other faces of such a photo may be small. Its boxes are mapped onto
@@ -386,7 +386,8 @@ class YuNet:
     """YuNet (ShiqiYu/libfacedetection.train, `yunet_s`) on ONNX Runtime, decoded as OpenCV's
     `cv2.FaceDetectorYN` decodes it: BGR pixels 0-255, padded to a multiple of 32, per stride a
     score sqrt(class x objectness), a box and five landmarks per cell. OpenCV is not imported (about
-    55 MB of a server's memory); ONNX Runtime measured about 2.5 x faster here on one thread."""
+    55 MB of a server's memory); ONNX Runtime runs it about 2 x faster here on one thread
+    (bench/yunet_runtime.py)."""
 
     def __init__(self, model_path: Path = YUNET_MODEL) -> None:
         import onnxruntime as ort

@@ -44,7 +44,8 @@ def _in_cells(boxes: list[Box], side: int, spots: list[tuple[int, int]] = SPOTS)
 
 # Twelve heads of 80 px (faces about 40 px wide) in a 4 x 3 grid, slightly out of line, on a 960x640 photo.
 CROWD_SIDE = 80
-CROWD_SPOTS = [(c * 240 + 80 + (r * 17 % 23) - 11, r * 213 + 66 + (c * 13 % 19) - 9) for r in range(3) for c in range(4)]
+CROWD_SPOTS = [(c * 240 + 80 + (r * 17 % 23) - 11, r * 213 + 66 + (c * 13 % 19) - 9)
+               for r in range(3) for c in range(4)]
 
 
 def crowd_photo() -> Image.Image:
