@@ -12,9 +12,10 @@ of the short side): the other faces of such a photo may be small. Its boxes are 
 BlazeFace's (`_YUNET_BOX`): the age model's alignment and the evaluation set's boxes are in that
 convention; its keypoints onto BlazeFace's six.
 BlazeFace's passes below run as they did without YuNet and decide among themselves, except that:
-- a portrait that YuNet settled in one pass (one face, found by the short-range model too) skips the
-  full-range pass: the 640x480 portrait costs the short-range run and one small YuNet run instead
-  of both BlazeFace models;
+- a portrait that YuNet settled in its first pass (one face of `yunet_portrait_px` or more) skips
+  the short-range pass, whose large face YuNet's stands in for; the full-range pass still looks for
+  small faces beside it (faces turned 30 degrees, which YuNet misses): the 640x480 portrait costs the
+  full-range run and one small YuNet run instead of both BlazeFace models;
 - tiles do not run when YuNet found the same number of faces at its last two sizes, no fewer than
   BlazeFace's models (a group whose faces all show: the 6-face photo costs 2 BlazeFace and 2 YuNet
   runs instead of 6 BlazeFace runs);
@@ -218,13 +219,14 @@ class FaceDetector:
         long_side = max(h, w)
         yunet = self._yunet if long_side >= s.yunet_from else None
         with self._borrow() as (short, full):
-            by_priority = [[f for f in _run(short, rgb, 0, 0) if f.score >= s.short_min_score]]
-            yunet_found = self._yunet_passes(yunet, rgb) if yunet else []
-            # one YuNet pass that found one large face the short-range model found too: a portrait
-            settled = len(yunet_found) == 1 and len(yunet_found[0]) == 1 and bool(by_priority[0])
+            yunet_found, settled = self._yunet_passes(yunet, rgb) if yunet else ([], False)
+            # YuNet settled a portrait: its face stands in for the short-range model's, and the
+            # full-range pass still looks for small faces beside it (faces turned 30 degrees, which
+            # YuNet misses: skipping it instead lost a quarter of them on the held-out scenes)
+            by_priority = [[] if settled else [f for f in _run(short, rgb, 0, 0) if f.score >= s.short_min_score]]
             portrait = s.portrait_face * min(h, w)
             if not (s.portrait_stop and _largest(by_priority) >= portrait):
-                if long_side >= s.full_from and not settled:
+                if long_side >= s.full_from:
                     by_priority.append([f for f in _run(full, rgb, 0, 0) if f.score >= s.min_score])
                 # YuNet found the same faces at two sizes, and no fewer than BlazeFace: a group whose
                 # faces all show; tiles would find none more (on a photo turned 30 degrees YuNet finds
@@ -249,11 +251,11 @@ class FaceDetector:
         faces = [f for f in faces if min(f.box.width, f.box.height) >= s.min_face]
         return sorted(faces, key=lambda f: f.box.area, reverse=True)
 
-    def _yunet_passes(self, yunet: YuNet, rgb: np.ndarray) -> list[list[Face]]:
+    def _yunet_passes(self, yunet: YuNet, rgb: np.ndarray) -> tuple[list[list[Face]], bool]:
         """YuNet on the photo reduced to each of `yunet_sides` in turn, until the photo's own size or
         until faces found are large enough at that scale that smaller ones would have shown too: at the
-        first size, one face (a portrait) of `yunet_portrait_px` or more; after it, every face found of
-        `yunet_fine_px` or more."""
+        first size, one face (a portrait: then True) of `yunet_portrait_px` or more; after it, every
+        face found of `yunet_fine_px` or more."""
         s = self.settings
         long_side = max(rgb.shape[:2])
         passes = []
@@ -261,13 +263,13 @@ class FaceDetector:
             found = yunet.detect(rgb, side, s.yunet_min_score)
             passes.append(found)
             smallest = min((f.box.height for f in found), default=0.0) * min(1.0, side / long_side)
-            if long_side <= 1.15 * side:
-                break
             if len(passes) == 1 and len(found) == 1 and smallest >= s.yunet_portrait_px:
+                return passes, True
+            if long_side <= 1.15 * side:
                 break
             if len(passes) > 1 and smallest >= s.yunet_fine_px:
                 break
-        return passes
+        return passes, False
 
 def _largest(by_priority: list[list[Face]]) -> float:
     return max((f.box.height for found in by_priority for f in found), default=0.0)
@@ -380,6 +382,7 @@ _YUNET_BOX = (0.06, 1.09, 0.89)
 _YUNET_EARS = (0.98, 0.34)
 _YUNET_STRIDES = (8, 16, 32)
 _YUNET_NMS = 0.3  # IoU above which two of YuNet's boxes are one face (OpenCV's FaceDetectorYN default)
+YUNET_MEMORY = ("keep", "shrink", "shrink-large", "off")  # what YuNet's ONNX Runtime session does with its arena
 
 
 class YuNet:
@@ -389,19 +392,26 @@ class YuNet:
     55 MB of a server's memory); ONNX Runtime runs it about 2 x faster here on one thread
     (bench/yunet_runtime.py)."""
 
-    def __init__(self, model_path: Path = YUNET_MODEL) -> None:
+    def __init__(self, model_path: Path = YUNET_MODEL, memory: str = "shrink") -> None:
         import onnxruntime as ort
 
         from ml.runtime import session_options
 
         # The served options, but with ONNX Runtime's memory arena: without it every run allocates its
         # activations afresh (with the serving process's allocator settings, 3-4 x slower: 60 ms instead
-        # of 16 for a 640x448 input); the arena keeps what the largest photo needed (about 90 MB at
-        # 1280 x 1280, the largest input YuNet gets here).
+        # of 16 for a 640x448 input). The arena keeps what the largest photo needed (about 90 MB at
+        # 1280 x 1280, the largest input YuNet gets here) unless it is shrunk. `memory` (YUNET_MEMORY,
+        # measured by bench/yunet_memory.py): "keep" the arena as it grows, "shrink" it after every run,
+        # "shrink-large" after runs on inputs of more than 640 x 640, or "off".
+        if memory not in YUNET_MEMORY:
+            raise ValueError(f"memory must be one of {YUNET_MEMORY}, not {memory!r}")
         options = session_options()
-        options.enable_cpu_mem_arena = True
+        options.enable_cpu_mem_arena = memory != "off"
         self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         self._outputs = [o.name for o in self._session.get_outputs()]
+        self._shrink = ort.RunOptions()
+        self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        self._shrink_above = {"shrink": 0, "shrink-large": 640 * 640}.get(memory)
 
     def detect(self, rgb: np.ndarray, side: int = 0, min_score: float = 0.6) -> list[Face]:
         """Faces in `rgb` reduced to about `side` pixels on its long side (0, or a smaller image: as it
@@ -411,7 +421,9 @@ class YuNet:
         sh, sw = small.shape[:2]
         x = np.zeros((1, 3, -(-sh // 32) * 32, -(-sw // 32) * 32), np.float32)
         x[0, :, :sh, :sw] = small[..., ::-1].transpose(2, 0, 1)
-        rows = self._decode(dict(zip(self._outputs, self._session.run(None, {"input": x}), strict=True)),
+        shrink = self._shrink_above is not None and sh * sw > self._shrink_above
+        out = self._session.run(None, {"input": x}, self._shrink if shrink else None)
+        rows = self._decode(dict(zip(self._outputs, out, strict=True)),
                             x.shape[3], x.shape[2], min_score)
         return [_yunet_face(r, scale) for r in _nms(rows, _YUNET_NMS)]
 

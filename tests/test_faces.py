@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from ml.faces import Box, DetectorSettings, FaceDetector, YuNet, _turned
+from ml.faces import YUNET_MEMORY, Box, DetectorSettings, FaceDetector, YuNet, _turned
 from tests.conftest import FIXTURES
 
 # Six heads on a 640x400 photo: under 800 px, where the old detector never looked at tiles.
@@ -123,15 +123,16 @@ def test_crowd_of_small_faces_gives_every_face_once(detector, blazeface_alone, g
 
 def test_portrait_costs_one_small_yunet_pass_and_a_crowd_looks_closer(detector):
     """YuNet runs at 320 px first; only faces too small there to rule out smaller ones send it on to 640
-    and 1280 px. The 640x480 portrait stops at 320 px; the crowd (faces of about 13 px at 320 px, 27 at
-    640) goes on to the photo itself."""
+    and 1280 px. The 640x480 portrait stops at 320 px, settled (the short-range pass is skipped); the crowd
+    (faces of about 13 px at 320 px, 27 at 640) goes on to the photo itself."""
     canvas = Image.new("RGB", (683, 512), (128, 128, 128))
     canvas.paste(Image.open(FIXTURES / "astronaut.png").convert("RGB"), (85, 0))
     portrait = np.asarray(canvas.resize((640, 480), Image.Resampling.LANCZOS))
-    passes = detector._yunet_passes(detector._yunet, portrait)
-    assert [len(found) for found in passes] == [1]
-    crowd = detector._yunet_passes(detector._yunet, np.asarray(crowd_photo()))
-    assert len(crowd) == 3 and len(crowd[-1]) == 12  # 320 px, 640 px, then the photo itself (960 px)
+    passes, settled = detector._yunet_passes(detector._yunet, portrait)
+    assert [len(found) for found in passes] == [1] and settled
+    assert len(detector.detect(portrait)) == 1
+    crowd, settled = detector._yunet_passes(detector._yunet, np.asarray(crowd_photo()))
+    assert len(crowd) == 3 and len(crowd[-1]) == 12 and not settled  # 320 px, 640 px, then the photo (960 px)
 
 
 def test_photos_under_320_px_get_the_faces_blazeface_alone_gives(detector, blazeface_alone):
@@ -156,3 +157,16 @@ def test_yunet_faces_come_in_blazefaces_box_and_keypoints(blazeface_alone):
         assert abs(p.x - q.x) < 0.2 * b.box.width and abs(p.y - q.y) < 0.2 * b.box.height
     right_ear, right_eye, left_eye, left_ear = y.keypoints[4], y.keypoints[0], y.keypoints[1], y.keypoints[5]
     assert right_ear.x < right_eye.x < left_eye.x < left_ear.x
+
+
+def test_yunet_finds_the_same_faces_whatever_its_arena_does():
+    """The memory modes (bench/yunet_memory.py) change where ONNX Runtime keeps its buffers, not the result;
+    a large input (1280 px) first, so that the shrinking modes have an arena to shrink before the next."""
+    rgb = np.asarray(Image.open(FIXTURES / "astronaut.png").convert("RGB").resize((1280, 1280)))
+    results = set()
+    for memory in YUNET_MEMORY:
+        yunet = YuNet(memory=memory)
+        results.add(tuple(yunet.detect(rgb) + yunet.detect(rgb, 320)))
+    assert len(results) == 1 and len(next(iter(results))) == 2
+    with pytest.raises(ValueError, match="memory"):
+        YuNet(memory="none")
