@@ -8,8 +8,8 @@ loading, `photo_done` after each photo), the served `FaceDetector` on `--photos`
 the service decodes them, in the same order for every mode: the 640x480 portrait JPEG, the 12 MP JPEG
 (both of bench/predictor.py), the 6-face photo, a 2000x1500 PNG without a face (YuNet's 1280 px pass),
 and 8 held-out scenes of the evaluation set. Resident memory (psutil) after start-up, after every 50
-photos, and the most seen. Time: the modes' detectors in one process, taking turns photo by photo, median ms of
-`detect` per kind of photo (one thread).
+photos, and the most seen. Time: the modes' detectors in one process (its allocator tuned as the
+service's), taking turns photo by photo, median ms of `detect` per kind of photo (one thread).
 """
 
 from __future__ import annotations
@@ -106,6 +106,7 @@ def main() -> None:
         rss = json.loads(child.stdout.strip().splitlines()[-1])
         print(f"  {memory:13} " + "  ".join(f"{k} {v:6.1f}" for k, v in rss.items()))
 
+    tune_allocator()  # as the service: with it, every buffer of 1 MiB or more is fresh pages (ml/runtime.py)
     photos = {k: load_image(v).rgb for k, v in photo_set(args.set).items()}
     dets = {m: detector(m) for m in modes}
     times: dict[str, dict[str, list[float]]] = {m: {k: [] for k in photos} for m in modes}

@@ -382,7 +382,8 @@ _YUNET_BOX = (0.06, 1.09, 0.89)
 _YUNET_EARS = (0.98, 0.34)
 _YUNET_STRIDES = (8, 16, 32)
 _YUNET_NMS = 0.3  # IoU above which two of YuNet's boxes are one face (OpenCV's FaceDetectorYN default)
-YUNET_MEMORY = ("keep", "shrink", "shrink-large", "off")  # what YuNet's ONNX Runtime session does with its arena
+YUNET_MEMORY = ("keep", "shrink", "shrink-large", "off")  # what YuNet does with its arena (YuNet)
+_YUNET_LARGE = 640 * 640  # pixels of the largest input of YuNet's 320 and 640 px passes
 
 
 class YuNet:
@@ -392,17 +393,19 @@ class YuNet:
     55 MB of a server's memory); ONNX Runtime runs it about 2 x faster here on one thread
     (bench/yunet_runtime.py)."""
 
-    def __init__(self, model_path: Path = YUNET_MODEL, memory: str = "shrink") -> None:
+    def __init__(self, model_path: Path = YUNET_MODEL, memory: str = "shrink-large") -> None:
         import onnxruntime as ort
 
         from ml.runtime import session_options
 
-        # The served options, but with ONNX Runtime's memory arena: without it every run allocates its
-        # activations afresh (with the serving process's allocator settings, 3-4 x slower: 60 ms instead
-        # of 16 for a 640x448 input). The arena keeps what the largest photo needed (about 90 MB at
-        # 1280 x 1280, the largest input YuNet gets here) unless it is shrunk. `memory` (YUNET_MEMORY,
-        # measured by bench/yunet_memory.py): "keep" the arena as it grows, "shrink" it after every run,
-        # "shrink-large" after runs on inputs of more than 640 x 640, or "off".
+        # ONNX Runtime's memory arena keeps what the largest input needed (about 90 MB at 1280 x 1280,
+        # the largest input YuNet gets here); without it every run allocates its activations afresh,
+        # which under the serving process's allocator settings (ml/runtime.py) is fresh pages every time.
+        # `memory` (YUNET_MEMORY): "keep" the arena as it grows; "shrink" it after every run, or only
+        # after runs on inputs larger than 640 x 640 ("shrink-large", served); "off". bench/yunet_memory.py,
+        # after 200 mixed photos: 218 / 176 / 168 / 171 MiB resident (164 after start-up); the 6-face
+        # photo 34 / 41 / 39 / 52 ms, a 2000 px photo without a face 127 / 150 / 145 / 221 ms: what a
+        # shrunk arena gives back, the photo after it faults in again.
         if memory not in YUNET_MEMORY:
             raise ValueError(f"memory must be one of {YUNET_MEMORY}, not {memory!r}")
         options = session_options()
@@ -411,7 +414,7 @@ class YuNet:
         self._outputs = [o.name for o in self._session.get_outputs()]
         self._shrink = ort.RunOptions()
         self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-        self._shrink_above = {"shrink": 0, "shrink-large": 640 * 640}.get(memory)
+        self._shrink_above = {"shrink": 0, "shrink-large": _YUNET_LARGE}.get(memory)
 
     def detect(self, rgb: np.ndarray, side: int = 0, min_score: float = 0.6) -> list[Face]:
         """Faces in `rgb` reduced to about `side` pixels on its long side (0, or a smaller image: as it
