@@ -13,10 +13,15 @@ see every image in turn, decoded as the service decodes it, so drift of a shared
 - IoU >= 0.5: share of the faces of the upright synthetic scenes whose matching box is that close.
 - Gray/sepia vs colour: faces found in the gray (sepia) copies over those found in the originals.
 - UTKFace crops: the 200x200 crops of a split where the face fills the frame, with no face found.
-- Cost: BlazeFace runs per photo (each about 1.9 ms short-range, 4.4 ms full-range on a quiet machine
-  of this kind: a figure that a busy shared machine does not blur), and the median ms of `detect`
-  per photo (one thread), and on two fixed photos: a 640x480 portrait
+- Cost: model runs per photo, BlazeFace + YuNet (a BlazeFace run is about 1.9 ms short-range, 4.4 ms
+  full-range on a quiet machine of this kind; a YuNet run costs with its input's size, about 1.3 ms at
+  320x240 and 9 ms at 640x480: counts that a busy shared machine does not blur), and the median ms of
+  `detect` per photo (one thread), and on two fixed photos: a 640x480 portrait
   (bench/predictor.py's: the astronaut fixture padded to 4:3) and the 6-face photo of `--faces`.
+
+Detectors: `old (v1)` and `BlazeFace (v2)` are `DetectorSettings.v1()` and `.v2()` (BlazeFace's passes
+before and after i12), `new` the served one (BlazeFace and YuNet), `YuNet alone` YuNet on the photo
+reduced to 1280 px at most, score 0.6, as a reference.
 """
 
 from __future__ import annotations
@@ -38,18 +43,35 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import ml.faces  # noqa: E402
 from bench.machine import describe  # noqa: E402
-from ml.faces import DetectorSettings, FaceDetector  # noqa: E402
+from ml.faces import DetectorSettings, Face, FaceDetector, YuNet  # noqa: E402
 from ml.images import load_image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-DETECTORS = {"old (v1)": DetectorSettings.v1(), "new": DetectorSettings(),
-             "new, no turned pass": replace(DetectorSettings(), turned_from=0)}
-DEFAULT_DETECTORS = "old (v1),new"
+
+
+class YuNetAlone:
+    """YuNet by itself, for comparison: the photo reduced to 1280 px at most, score 0.6."""
+
+    def __init__(self, side: int = 1280, min_score: float = 0.6, min_face: float = 12.0) -> None:
+        self.yunet, self.side, self.min_score, self.min_face = YuNet(), side, min_score, min_face
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        faces = self.yunet.detect(rgb, self.side, self.min_score)
+        return [f for f in faces if min(f.box.width, f.box.height) >= self.min_face]
+
+    def close(self) -> None:
+        pass
+
+
+DETECTORS = {"old (v1)": DetectorSettings.v1(), "BlazeFace (v2)": DetectorSettings.v2(), "YuNet alone": None,
+             "new": DetectorSettings(), "new, no turned pass": replace(DetectorSettings(), turned_from=0)}
+DEFAULT_DETECTORS = "old (v1),BlazeFace (v2),YuNet alone,new"
 SIZE_BANDS = [(0, 32), (32, 64), (64, 10_000)]
 
 
-MODEL_RUNS: list[int] = [0]  # BlazeFace runs (either model) since the last reset
+MODEL_RUNS: list[int] = [0, 0]  # BlazeFace runs (either model) and YuNet runs since the last reset
 _run = ml.faces._run
+_yunet_detect = YuNet.detect
 
 
 def _counted_run(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -57,7 +79,19 @@ def _counted_run(*args, **kwargs):  # type: ignore[no-untyped-def]
     return _run(*args, **kwargs)
 
 
-ml.faces._run = _counted_run  # counts the detector's passes: a cost that a busy machine does not blur
+def _counted_yunet(*args, **kwargs):  # type: ignore[no-untyped-def]
+    MODEL_RUNS[1] += 1
+    return _yunet_detect(*args, **kwargs)
+
+
+# counts the detector's passes: a cost that a busy machine does not blur
+ml.faces._run = _counted_run
+YuNet.detect = _counted_yunet  # type: ignore[method-assign]
+
+
+def make_detector(name: str) -> FaceDetector | YuNetAlone:
+    settings = DETECTORS[name]
+    return YuNetAlone() if settings is None else FaceDetector(settings, size=1)
 
 
 def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -120,20 +154,23 @@ def main() -> None:
     parser.add_argument("--utkface", type=Path, default=ROOT.parent / "shared" / "data" / "utkface")
     parser.add_argument("--crops-split", default="test", help="UTKFace split whose crops are counted (not tuned on)")
     parser.add_argument("--crops", type=int, default=0, help="at most this many crops (0: all of the split)")
-    parser.add_argument("--part", default="all", choices=["all", "dev", "held-out"])
+    parser.add_argument("--part", default="all", choices=["all", "dev", "held-out", "none"],
+                        help="part of the set to run (none: only the UTKFace crops and the fixed photos)")
+    parser.add_argument("--repeat", type=int, default=40, help="times each fixed photo is timed")
     parser.add_argument("--detectors", default=DEFAULT_DETECTORS, help="comma-separated, of: " + ", ".join(DETECTORS))
     args = parser.parse_args()
     manifest = args.set / "manifest.tsv"
-    if not manifest.exists():
+    if args.part != "none" and not manifest.exists():
         sys.exit(f"{manifest} is missing: run `make detection-set` first")
     print(describe() + f"; load average {os.getloadavg()[0]:.1f} at the start")
 
     names = args.detectors.split(",")
-    dets = {n: FaceDetector(DETECTORS[n], size=1) for n in names}
-    rows = [r for r in csv.DictReader(manifest.open(), delimiter="\t") if args.part in ("all", r["part"])]
+    dets = {n: make_detector(n) for n in names}
+    rows = [] if args.part == "none" else [
+        r for r in csv.DictReader(manifest.open(), delimiter="\t") if args.part in ("all", r["part"])]
     tallies: dict[str, dict[tuple[str, str, str], Tally]] = {n: defaultdict(Tally) for n in names}
     times: dict[str, dict[str, list[float]]] = {n: defaultdict(list) for n in names}
-    runs: dict[str, dict[str, list[int]]] = {n: defaultdict(list) for n in names}
+    runs: dict[str, dict[str, list[tuple[int, int]]]] = {n: defaultdict(list) for n in names}
     hits: dict[str, dict[tuple[str, str], int]] = {n: {} for n in names}  # (item, variant) -> faces found
 
     for row in rows:
@@ -142,11 +179,11 @@ def main() -> None:
             tuple(float(c) * img.scale for c in b.split(",")) for b in row["boxes"].split(";") if b]
         part = "" if row["kind"] != "scene" else row["part"]
         for n, det in dets.items():
-            MODEL_RUNS[0] = 0
+            MODEL_RUNS[:] = [0, 0]
             t = time.perf_counter()
             faces = det.detect(img.rgb)
             times[n][row["kind"]].append(time.perf_counter() - t)
-            runs[n][row["kind"]].append(MODEL_RUNS[0])
+            runs[n][row["kind"]].append((MODEL_RUNS[0], MODEL_RUNS[1]))
             found = [(f.box.x, f.box.y, f.box.width, f.box.height) for f in faces]
             hit = tallies[n][(row["kind"], part, row["variant"])].add(row, boxes, found)
             hits[n][(row["file"].split("--")[0], row["variant"])] = hit
@@ -197,32 +234,37 @@ def main() -> None:
     crops = crops_of(args.utkface, args.crops_split, args.crops)
     fixed = fixed_photos(args.faces)
     fixed_ms: dict[str, list[list[float]]] = {n: [[] for _ in fixed] for n in names}
-    fixed_runs: dict[str, list[int]] = {n: [] for n in names}
+    fixed_runs: dict[str, list[tuple[int, int]]] = {n: [] for n in names}
     for n, det in dets.items():
         for rgb in fixed.values():
-            MODEL_RUNS[0] = 0
+            MODEL_RUNS[:] = [0, 0]
             det.detect(rgb)
-            fixed_runs[n].append(MODEL_RUNS[0])
-    for _ in range(40):  # the detectors take turns, so that the machine's load hits each alike
+            fixed_runs[n].append((MODEL_RUNS[0], MODEL_RUNS[1]))
+    for _ in range(args.repeat):  # the detectors take turns, so that the machine's load hits each alike
         for n, det in dets.items():
             for i, rgb in enumerate(fixed.values()):
                 t = time.perf_counter()
                 det.detect(rgb)
                 fixed_ms[n][i].append(time.perf_counter() - t)
-    print(f"\nUTKFace {args.crops_split} crops without a face (goal <= 1%); BlazeFace runs per photo (mean) and time "
-          "(median ms, one thread; the fixed photos timed in turns, 40 times each)")
-    print(f"{'detector':20} {'crops missed':>16} " + " ".join(f"{k:>18}" for k in ["photos", "scenes", "no-people"])
+    print(f"\nUTKFace {args.crops_split} crops without a face (goal <= 1%); model runs per photo, BlazeFace + YuNet "
+          f"(mean), and time (median ms, one thread; the fixed photos timed in turns, {args.repeat} times each)")
+    print(f"{'detector':20} {'crops missed':>16} " + " ".join(f"{k:>22}" for k in ["photos", "scenes", "no-people"])
           + " " + " ".join(f"{k:>22}" for k in fixed))
     for n, det in dets.items():
         missed = sum(1 for rgb in crops if not det.detect(rgb))
         line = f"{n:20} {missed:>5}/{len(crops)} {pct(missed, len(crops))} "
-        line += " ".join(f"{np.mean(runs[n][k]) if runs[n][k] else float('nan'):>5.1f} runs {_ms(times[n][k]):>8}"
-                         for k in ["photo", "scene", "no-people"])
-        line += " " + " ".join(f"{r:>5} runs {np.median(ms) * 1000:>7.2f} ms"
-                               for r, ms in zip(fixed_runs[n], fixed_ms[n], strict=True))
+        line += " ".join(f"{_runs(runs[n][k]):>9} runs {_ms(times[n][k]):>8}" for k in ["photo", "scene", "no-people"])
+        line += " " + " ".join(f"{b:>3}+{y} runs {np.median(ms) * 1000:>7.2f} ms"
+                               for (b, y), ms in zip(fixed_runs[n], fixed_ms[n], strict=True))
         print(line)
         det.close()
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
+
+
+def _runs(runs: list[tuple[int, int]]) -> str:
+    if not runs:
+        return "-"
+    return f"{np.mean([r[0] for r in runs]):.1f}+{np.mean([r[1] for r in runs]):.1f}"
 
 
 def _ms(times: list[float]) -> str:

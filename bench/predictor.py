@@ -11,7 +11,8 @@ path runs with one thread (a photo under load: one CPU each) and with every CPU 
 idle machine, whose age step `ml.runtime.CpuShare` spreads out; torch gets as many threads; here it
 spreads whatever the load average says, so that what spreading gives on this machine shows). Then the age network on N
 chips one at a time and in one batch, and the resident memory: the served path is measured before
-torch is imported.
+torch is imported. `BlazeFace v2` paths: the served age model behind the detector as it was before
+YuNet joined it (`DetectorSettings.v2()`), for the old and new detection side by side.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ sys.path[0] = str(ROOT)
 
 from bench.machine import describe  # noqa: E402
 from ml import runtime  # noqa: E402
+from ml.faces import DetectorSettings, FaceDetector  # noqa: E402
 from ml.predictor import DEFAULT_AGE_WEIGHTS, Predictor  # noqa: E402
 
 GROUP_PHOTO = ROOT.parent / "shared" / "data" / "faces" / "multi_insightface_t1.jpg"
@@ -114,6 +116,7 @@ def main() -> None:
 
     # (label, predictor, torch threads or None); the same detector and aligner throughout.
     paths: list[tuple[str, Predictor, int | None]] = []
+    blazeface_v2 = FaceDetector(DetectorSettings.v2(), size=1)
     reference = torch_reference(args.weights)
     if reference is not None:
         print(f"torch reference ({args.weights.with_suffix('.safetensors').name}); resident memory {rss_mb():.0f} MB "
@@ -127,6 +130,8 @@ def main() -> None:
         cpus = runtime.CpuShare(n, load=lambda: 0.0)  # spread whatever else the machine runs: measure it
         model = runtime.load_age_model(args.weights, cpus)
         paths.append((f"onnx, {n} thr", Predictor(served.detector, served.aligner, model, served.settings, cpus), None))
+        paths.append((f"BlazeFace v2, {n} thr", Predictor(blazeface_v2, served.aligner, model, served.settings, cpus),
+                      None))
 
     def predict(p: Predictor, torch_threads: int | None, photo: bytes):  # noqa: ANN202
         if torch_threads and reference is not None:
@@ -136,7 +141,7 @@ def main() -> None:
     print(f"\nmedian of {args.repeat} runs, milliseconds; the paths alternate on each photo; CPU: the process's "
           "CPU time per photo, all threads (what it costs, less sensitive to other load than the time); main: "
           "issue 11's figure for main (torch, one thread), goal: its goal")
-    print(f"{'photo':24} {'path':14} {'faces':>5} " + " ".join(f"{s:>7}" for s in STAGES)
+    print(f"{'photo':24} {'path':18} {'faces':>5} " + " ".join(f"{s:>7}" for s in STAGES)
           + f" {'total':>7} {'CPU':>7}   {'main':>6} {'goal':>6}")
     for name, photo in data.items():
         for _, p, k in paths:
@@ -153,7 +158,7 @@ def main() -> None:
             total = statistics.median(x[0] for x in r) * 1000
             cpu = statistics.median(x[3] for x in r) * 1000
             tail = f"   {MAIN[name]:>6} {GOALS[name]:>6}" if k is None and name in MAIN else ""
-            print(f"{name:24} {label:14} {r[0][2]:>5} " + " ".join(f"{med[s]:7.2f}" for s in STAGES)
+            print(f"{name:24} {label:18} {r[0][2]:>5} " + " ".join(f"{med[s]:7.2f}" for s in STAGES)
                   + f" {total:7.2f} {cpu:7.2f}{tail}")
 
     img = served.decode(data["640x480 one face"])
@@ -174,12 +179,13 @@ def main() -> None:
                 t = time.perf_counter()
                 model.estimate(chips)
                 batch.append((time.perf_counter() - t) / n)
-            print(f"  {n:2} faces, {label:14}: one at a time {statistics.median(one) * 1000:6.2f}, "
+            print(f"  {n:2} faces, {label:18}: one at a time {statistics.median(one) * 1000:6.2f}, "
                   f"all in one batch {statistics.median(batch) * 1000:6.2f}")
     print(f"resident memory after these runs: {rss_mb():.0f} MB (peak {peak_mb():.0f} MB)")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for _, p, _ in paths:
         p.cpus.close()
+    blazeface_v2.close()
     served.close()
 
 

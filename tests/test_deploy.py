@@ -106,6 +106,7 @@ def dockerignored(path: str, patterns: list[str]) -> bool:
     ("bench/http.py", True), ("api/__pycache__/main.cpython-311.pyc", True),
     ("ml/weights/cydral-resnet10-v1.safetensors", True),  # training source: the image serves the .onnx
     ("api/main.py", False), ("ml/weights/cydral-resnet10-v1.onnx", False), ("alembic/env.py", False),
+    ("ml/weights/yunet_s_dynamic.onnx", False),  # the second face detector, read at start-up
     ("alembic.ini", False), ("pyproject.toml", False), ("frontend/index.html", False),
 ])
 def test_the_build_context_holds_only_what_the_service_runs(path, ignored):

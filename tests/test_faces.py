@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from ml.faces import Box, FaceDetector, _turned
+from ml.faces import YUNET_MEMORY, Box, DetectorSettings, FaceDetector, YuNet, _turned
 from tests.conftest import FIXTURES
 
 # Six heads on a 640x400 photo: under 800 px, where the old detector never looked at tiles.
@@ -36,10 +36,31 @@ def small_group_photo(side: int = 110) -> Image.Image:
     return canvas
 
 
-def _in_cells(boxes: list[Box], side: int) -> set[int]:
+def _in_cells(boxes: list[Box], side: int, spots: list[tuple[int, int]] = SPOTS) -> set[int]:
     """Which pasted head each box sits on."""
-    return {i for b in boxes for i, (x, y) in enumerate(SPOTS)
+    return {i for b in boxes for i, (x, y) in enumerate(spots)
             if x <= b.x + b.width / 2 <= x + side and y <= b.y + b.height / 2 <= y + side}
+
+
+# Twelve heads of 80 px (faces about 40 px wide) in a 4 x 3 grid, slightly out of line, on a 960x640 photo.
+CROWD_SIDE = 80
+CROWD_SPOTS = [(c * 240 + 80 + (r * 17 % 23) - 11, r * 213 + 66 + (c * 13 % 19) - 9)
+               for r in range(3) for c in range(4)]
+
+
+def crowd_photo() -> Image.Image:
+    canvas = Image.new("RGB", (960, 640), (96, 120, 140))
+    heads = _heads()
+    for i, spot in enumerate(CROWD_SPOTS):
+        canvas.paste(heads[i % len(heads)].resize((CROWD_SIDE, CROWD_SIDE), Image.Resampling.LANCZOS), spot)
+    return canvas
+
+
+@pytest.fixture(scope="module")
+def blazeface_alone() -> Iterator[FaceDetector]:
+    det = FaceDetector(DetectorSettings.v2(), size=1)
+    yield det
+    det.close()
 
 
 def test_small_group_photo_gives_every_face(detector):
@@ -86,3 +107,66 @@ def test_faces_found_on_a_turned_copy_map_back_onto_the_photo(detector, k):
     assert abs(b.x + b.width / 2 - cx) < 0.15 * u.width
     assert abs(b.y + b.height / 2 - cy) < 0.15 * u.height
     assert abs(b.width - u.width) < 0.2 * u.width
+
+
+@pytest.mark.parametrize("gray", [False, True], ids=["colour", "gray"])
+def test_crowd_of_small_faces_gives_every_face_once(detector, blazeface_alone, gray):
+    photo = crowd_photo()
+    if gray:
+        photo = ImageOps.grayscale(photo).convert("RGB")
+    rgb = np.asarray(photo)
+    faces = detector.detect(rgb)
+    assert len(faces) == 12
+    assert _in_cells([f.box for f in faces], CROWD_SIDE, CROWD_SPOTS) == set(range(12))
+    assert len(blazeface_alone.detect(rgb)) <= 6  # what YuNet adds: BlazeFace alone misses half or more
+
+
+def test_portrait_costs_one_small_yunet_pass_and_a_crowd_looks_closer(detector):
+    """YuNet runs at 320 px first; only faces too small there to rule out smaller ones send it on to 640
+    and 1280 px. The 640x480 portrait stops at 320 px, settled (the short-range pass is skipped); the crowd
+    (faces of about 13 px at 320 px, 27 at 640) goes on to the photo itself."""
+    canvas = Image.new("RGB", (683, 512), (128, 128, 128))
+    canvas.paste(Image.open(FIXTURES / "astronaut.png").convert("RGB"), (85, 0))
+    portrait = np.asarray(canvas.resize((640, 480), Image.Resampling.LANCZOS))
+    passes, settled = detector._yunet_passes(detector._yunet, portrait)
+    assert [len(found) for found in passes] == [1] and settled
+    assert len(detector.detect(portrait)) == 1
+    crowd, settled = detector._yunet_passes(detector._yunet, np.asarray(crowd_photo()))
+    assert len(crowd) == 3 and len(crowd[-1]) == 12 and not settled  # 320 px, 640 px, then the photo (960 px)
+
+
+def test_photos_under_320_px_get_the_faces_blazeface_alone_gives(detector, blazeface_alone):
+    """YuNet never runs below 320 px: UTKFace's 200x200 crops keep their boxes, so the chips the age model
+    was trained on stay the same."""
+    for crop_box in [(130, 30, 330, 230), (170, 70, 290, 190), (190, 95, 260, 170)]:
+        crop = np.asarray(Image.open(FIXTURES / "astronaut.png").convert("RGB").crop(crop_box).resize((200, 200)))
+        assert detector.detect(crop) == blazeface_alone.detect(crop)
+
+
+def test_yunet_faces_come_in_blazefaces_box_and_keypoints(blazeface_alone):
+    """The same face through YuNet and BlazeFace: nearly the same box, and six keypoints in the same order
+    (the person's right eye on the image's left, the ears outside the eyes)."""
+    rgb = np.asarray(Image.open(FIXTURES / "astronaut.png").convert("RGB"))
+    (b,) = blazeface_alone.detect(rgb)
+    (y,) = YuNet().detect(rgb)
+    ix = max(0.0, min(b.box.x + b.box.width, y.box.x + y.box.width) - max(b.box.x, y.box.x))
+    iy = max(0.0, min(b.box.y + b.box.height, y.box.y + y.box.height) - max(b.box.y, y.box.y))
+    assert ix * iy / (b.box.area + y.box.area - ix * iy) > 0.7
+    assert len(y.keypoints) == 6
+    for p, q in zip(y.keypoints, b.keypoints, strict=True):
+        assert abs(p.x - q.x) < 0.2 * b.box.width and abs(p.y - q.y) < 0.2 * b.box.height
+    right_ear, right_eye, left_eye, left_ear = y.keypoints[4], y.keypoints[0], y.keypoints[1], y.keypoints[5]
+    assert right_ear.x < right_eye.x < left_eye.x < left_ear.x
+
+
+def test_yunet_finds_the_same_faces_whatever_its_arena_does():
+    """The memory modes (bench/yunet_memory.py) change where ONNX Runtime keeps its buffers, not the result;
+    a large input (1280 px) first, so that the shrinking modes have an arena to shrink before the next."""
+    rgb = np.asarray(Image.open(FIXTURES / "astronaut.png").convert("RGB").resize((1280, 1280)))
+    results = set()
+    for memory in YUNET_MEMORY:
+        yunet = YuNet(memory=memory)
+        results.add(tuple(yunet.detect(rgb) + yunet.detect(rgb, 320)))
+    assert len(results) == 1 and len(next(iter(results))) == 2
+    with pytest.raises(ValueError, match="memory"):
+        YuNet(memory="none")
