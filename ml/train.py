@@ -183,7 +183,7 @@ def serving_model(cfg: TrainConfig, net: torch.nn.Module, version: str) -> AgeMo
 
 
 
-POINT_TEMPERATURES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+POINT_TEMPERATURES = (0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 def _coverage(probs: torch.Tensor, ages_of_classes: torch.Tensor, ages: np.ndarray, coverage: float) -> float:
