@@ -124,7 +124,7 @@ def test_distillation_pulls_the_network_towards_its_teacher(tiny, tmp_path):
     student = build(cfg)
     student.load_state_dict(last["net"])
     after = np.abs(_expected_ages(AgeModel(nets=[student.eval()], version="kd"), chips) - target).mean()
-    assert after < 0.6 * before, (before, after)
+    assert after < 0.75 * before, (before, after)  # measured 2.97 -> 1.69; labels alone: 2.97 -> 8.9
 
 
 def test_training_resumes_after_its_last_epoch(tiny, tmp_path):
