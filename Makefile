@@ -61,15 +61,15 @@ DATA ?= ../shared/data/utkface/images
 train: install ## fine-tune the age network on DATA (a UTKFace-style folder) into runs/resnet10
 	$(PY) -m ml train --data $(DATA) --epochs 12 --weight-decay 0.05 --ema 0.998 --out runs/resnet10
 
-evaluate: install ## MAE of the imported and the shipped model on DATA's validation split
+evaluate: install ## MAE of the imported, the shipped and the one-network v3 model on DATA's validation split
 	$(PY) -m ml evaluate $(DATA) --split val --weights ml/weights/cydral-resnet10-v1.onnx \
-		--weights ml/weights/resnet10x3-utkface-v2.onnx
+		--weights ml/weights/resnet10x3-utkface-v2.onnx --weights ml/weights/resnet10-utkface-v3.onnx
 
 # RETRAIN_ARGS passes options through, e.g. RETRAIN_ARGS="--epochs 2 --shared-images 4000".
 retrain: install migrate ## fine-tune the active model with the consented submissions; promote it only by the README's rule
 	$(PY) -m api retrain $(RETRAIN_ARGS)
 
-MODELS := resnet10x3-utkface-v2 resnet10-utkface-v2 cydral-resnet10-v1
+MODELS := resnet10x3-utkface-v2 resnet10-utkface-v3 resnet10-utkface-v2 cydral-resnet10-v1
 export: install ## re-export the shipped age models to the ONNX files the service runs (part of a release)
 	for m in $(MODELS); do $(PY) -m ml export ml/weights/$$m.safetensors --out ml/weights/$$m.onnx || exit 1; done
 

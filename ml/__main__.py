@@ -100,8 +100,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         init=args.init, init_member=args.init_member, input_size=args.input_size, ema=args.ema, seed=args.seed,
         device=args.device,
         split_file=args.split_file, sigma_slope=args.sigma_slope, aux=args.aux, mixup=args.mixup,
-        extra_blocks=args.extra_blocks, augmentation=AUGMENTATIONS[args.augment] if args.augment else None,
-        workers=args.workers, cache=args.cache, version=args.version)
+        extra_blocks=args.extra_blocks, teacher=args.teacher, distill=args.distill,
+        distill_temperature=args.distill_temperature,
+        augmentation=AUGMENTATIONS[args.augment] if args.augment else None, workers=args.workers,
+        cache=args.cache, version=args.version)
     train(cfg, resume=args.resume)
     return 0
 
@@ -183,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--aux", type=float, default=None, help="resnet10: weight of auxiliary gender/race heads")
     t.add_argument("--mixup", type=float, default=None, help="mixup Beta parameter (default off)")
     t.add_argument("--extra-blocks", type=int, default=None, help="resnet10: identity-initialised blocks to add")
+    t.add_argument("--teacher", default=None,
+                   help="resnet10: a trained model (.safetensors) whose distributions the network also learns")
+    t.add_argument("--distill", type=float, default=None,
+                   help="weight of the teacher's distributions in the loss, 0-1 (the labels get the rest)")
+    t.add_argument("--distill-temperature", type=float, default=None, help="temperature of that term")
     t.add_argument("--augment", choices=["none", "default", "strong"], default=None,
                    help="augmentation preset (default: default)")
     t.add_argument("--init", default=None, help="resnet10: starting weights, or 'none' (default: the imported ones)")

@@ -30,6 +30,10 @@ class Metrics:
     mean_width: float  # mean interval width, years
     missed: int = 0  # images with no face found
     extra: dict[str, float] = field(default_factory=dict)
+    # by age band: (faces, share covered) and (faces, mean width): the interval should widen where
+    # the model errs more, and cover about as often in every band
+    coverage_by_band: dict[str, tuple[int, float]] = field(default_factory=dict)
+    width_by_band: dict[str, tuple[int, float]] = field(default_factory=dict)
 
     @property
     def missed_share(self) -> float:
@@ -48,16 +52,20 @@ def _groups(keys: np.ndarray, errors: np.ndarray, names: dict) -> dict[str, tupl
 def metrics(pred: np.ndarray, low: np.ndarray, high: np.ndarray, chips: ChipSet) -> Metrics:
     ages = chips.ages.astype(np.float64)
     err = np.abs(pred - ages)
+    covered = ((ages >= low) & (ages <= high)).astype(np.float64)
     bands = np.array([band_of(a) for a in ages])
+    band_labels = {b: b for b in band_names()}
     return Metrics(
         n=len(ages),
         mae=float(err.mean()) if len(err) else float("nan"),
-        by_band=_groups(bands, err, {b: b for b in band_names()}),
+        by_band=_groups(bands, err, band_labels),
         by_gender=_groups(chips.genders, err, GENDERS),
         by_race=_groups(chips.races, err, RACES),
-        coverage=float(((ages >= low) & (ages <= high)).mean()) if len(ages) else float("nan"),
+        coverage=float(covered.mean()) if len(ages) else float("nan"),
         mean_width=float((high - low).mean()) if len(ages) else float("nan"),
         missed=len(chips.missed),
+        coverage_by_band=_groups(bands, covered, band_labels),
+        width_by_band=_groups(bands, high - low, band_labels),
     )
 
 
@@ -131,7 +139,13 @@ def format_table(results: dict[str, Metrics]) -> str:
                 cells.append(f"{mae:.2f} (n={n})")
             rows.append((f"  {title} {key}", cells))
     rows.append(("80% interval covers", [f"{m.coverage:.1%}" for m in results.values()]))
+    for key in first.coverage_by_band:
+        rows.append((f"  covers, age {key}", [f"{m.coverage_by_band.get(key, (0, float('nan')))[1]:.1%}"
+                                              for m in results.values()]))
     rows.append(("mean interval width", [f"{m.mean_width:.1f}" for m in results.values()]))
+    for key in first.width_by_band:
+        rows.append((f"  width, age {key}", [f"{m.width_by_band.get(key, (0, float('nan')))[1]:.1f}"
+                                             for m in results.values()]))
     for key in first.extra:
         rows.append((key, [f"{m.extra.get(key, float('nan')):.1f}" for m in results.values()]))
     w0 = max(len(r[0]) for r in rows)

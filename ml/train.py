@@ -14,6 +14,7 @@ are left out. After the last epoch the best weights are calibrated on the valida
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import random
@@ -64,6 +65,9 @@ class TrainConfig:
     aux: float = 0.0  # resnet10: weight of auxiliary gender and race heads (training only)
     mixup: float = 0.0  # Beta(a, a) parameter of mixup; 0 = off
     extra_blocks: int = 0  # resnet10: identity-initialised 256-channel blocks added after the imported ones
+    teacher: str = ""  # resnet10: a trained model whose (mirror-averaged) distributions are soft targets
+    distill: float = 0.0  # weight of the teacher's distribution in the loss (the labels get 1 - distill)
+    distill_temperature: float = 1.0  # both teacher and student logits are divided by it in that term
     seed: int = 0
     device: str = "auto"
     workers: int = 2  # chip extraction processes
@@ -105,12 +109,37 @@ def label_distribution(ages: torch.Tensor, class_ages: torch.Tensor, sigma: floa
     return d / d.sum(dim=1, keepdim=True)
 
 
+def teacher_distributions(cfg: TrainConfig, chips: ChipSet) -> torch.Tensor:
+    """The teacher's class probabilities for each chip (centre 64 px, averaged with the mirrored
+    chip, logits divided by `distill_temperature`), computed once and cached beside the chips: the
+    teacher sees the unaugmented chip while the student sees its augmented copy."""
+    path = Path(cfg.teacher)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    names_digest = hashlib.sha256("\n".join(chips.names).encode()).hexdigest()[:12]
+    cached = Path(cfg.cache) / f"teacher-{path.stem}-{digest}-T{cfg.distill_temperature:g}-{names_digest}.npy"
+    if cached.exists():
+        return torch.from_numpy(np.load(cached))
+    teacher = load_age_model(path)
+    if teacher.arch != "resnet10":
+        raise SystemExit(f"{path}: a teacher must output age distributions (resnet10)")
+    teacher.mirror = True
+    faces = chips.centre(64)
+    probs = [teacher.probabilities(faces[i : i + 256], cfg.distill_temperature).float()
+             for i in tqdm(range(0, len(faces), 256), desc="teacher", leave=False)]
+    out = torch.cat(probs).cpu()
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cached, out.numpy())
+    return out
+
+
 def targets(cfg: TrainConfig, net: torch.nn.Module, ages: torch.Tensor, genders: torch.Tensor,
-            races: torch.Tensor) -> dict[str, torch.Tensor]:
+            races: torch.Tensor, teacher: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """What each output is trained towards; soft (one row per sample) so that mixup can blend them."""
     if cfg.arch == "vgg":
         return {"age": ages.float()}
     t = {"age": label_distribution(ages, net.ages, cfg.sigma, cfg.sigma_slope)}
+    if teacher is not None:
+        t["teacher"] = teacher
     if cfg.aux:
         t["gender"] = F.one_hot(genders.clamp(min=0), 2).float() * (genders >= 0).float()[:, None]
         t["race"] = F.one_hot(races.clamp(min=0), 5).float() * (races >= 0).float()[:, None]
@@ -131,7 +160,15 @@ def loss_of(cfg: TrainConfig, net: torch.nn.Module, aux_head: torch.nn.Module | 
     if cfg.arch == "vgg":
         return weighted_mean((net(x) - t["age"]) ** 2, weight)
     feats = net.features(x)
-    loss = soft_ce(net.head(feats), t["age"], weight)
+    logits = net.head(feats)
+    if "teacher" in t:
+        # Hinton et al.'s distillation: the temperature-squared factor keeps the term's gradients
+        # on the scale of the label term's whatever the temperature.
+        temp = cfg.distill_temperature
+        loss = ((1 - cfg.distill) * soft_ce(logits, t["age"], weight)
+                + cfg.distill * temp**2 * soft_ce(logits / temp, t["teacher"], weight))
+    else:
+        loss = soft_ce(logits, t["age"], weight)
     if aux_head is not None:
         extra = aux_head(feats)
         loss = loss + cfg.aux * (soft_ce(extra[:, :2], t["gender"], weight) + soft_ce(extra[:, 2:], t["race"], weight))
@@ -165,7 +202,7 @@ def serving_model(cfg: TrainConfig, net: torch.nn.Module, version: str) -> AgeMo
 
 
 
-POINT_TEMPERATURES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+POINT_TEMPERATURES = (0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 def _coverage(probs: torch.Tensor, ages_of_classes: torch.Tensor, ages: np.ndarray, coverage: float) -> float:
@@ -298,6 +335,9 @@ def train(cfg: TrainConfig, resume: bool = False, data: tuple[ChipSet, ChipSet] 
     races = torch.from_numpy(train_set.races).to(device)
     per_sample = sample_weights(cfg, train_set.names)
     weights = torch.from_numpy(per_sample).to(device) if per_sample is not None else None
+    soft = teacher_distributions(cfg, train_set).to(device) if cfg.teacher and cfg.distill else None
+    if soft is not None and soft.shape[1] != net.num_classes:
+        raise SystemExit(f"the teacher has {soft.shape[1]} age classes, the student {net.num_classes}")
     out_size = cfg.input_size if cfg.arch == "vgg" else 64
     steps = math.ceil(len(chips) / cfg.batch)
     history: list[dict] = []
@@ -324,7 +364,7 @@ def train(cfg: TrainConfig, resume: bool = False, data: tuple[ChipSet, ChipSet] 
                 group["lr"] = lr_at(cfg, epoch * steps + i, steps)
             idx = order[i * cfg.batch : (i + 1) * cfg.batch]
             x = net.preprocess(augment(chips[idx], aug, gen, out=out_size, margin_px=MARGIN))
-            t = targets(cfg, net, ages[idx], genders[idx], races[idx])
+            t = targets(cfg, net, ages[idx], genders[idx], races[idx], None if soft is None else soft[idx])
             w = weights[idx] if weights is not None else None
             if cfg.mixup:
                 lam = float(np.random.beta(cfg.mixup, cfg.mixup))

@@ -21,7 +21,7 @@ from tests.conftest import FIXTURES
 
 ROOT = Path(__file__).resolve().parent.parent
 UTKFACE = ROOT.parent / "shared" / "data" / "utkface" / "images"
-SHIPPED = ["resnet10x3-utkface-v2", "resnet10-utkface-v2", "cydral-resnet10-v1"]
+SHIPPED = ["resnet10x3-utkface-v2", "resnet10-utkface-v3", "resnet10-utkface-v2", "cydral-resnet10-v1"]
 TOLERANCE_YEARS = 0.05
 
 
