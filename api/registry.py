@@ -101,8 +101,11 @@ def finite(value: Any) -> Any:
 
 
 def shipped_files(default: Path | None = None) -> list[Path]:
-    """The exported models shipped in ml/weights, and `default` (WMA_AGE_WEIGHTS) if it lies elsewhere."""
-    files = sorted(p.resolve() for p in WEIGHTS_DIR.glob(f"*{runtime.ONNX_SUFFIX}"))
+    """The exported age models shipped in ml/weights, and `default` (WMA_AGE_WEIGHTS) if it lies elsewhere.
+    A shipped age model carries its validation figures (`<version>.eval.json`): that is what tells it
+    from the face detector's ONNX file beside it."""
+    files = sorted(p.resolve() for p in WEIGHTS_DIR.glob(f"*{runtime.ONNX_SUFFIX}")
+                   if p.with_name(p.stem + EVALUATION_SUFFIX).is_file())
     default = (default or DEFAULT_AGE_WEIGHTS).resolve()
     if default not in files and default.suffix == runtime.ONNX_SUFFIX and default.is_file():
         files.append(default)
