@@ -164,4 +164,9 @@ def test_an_embedded_postgres_that_cannot_start_is_reported_and_tried_again():
         errors = [line for line in app.log_lines() if line["message"].startswith("embedded Postgres cannot start")]
         assert errors and all(line["level"] == "ERROR" for line in errors)
         assert 'invalid value for parameter "shared_buffers"' in errors[0]["message"]
-        assert any(line["message"].startswith("embedded Postgres running again") for line in app.log_lines())
+        # /healthz can answer 200 as soon as the server accepts connections, a moment before the
+        # watchdog that started it writes its line
+        deadline = time.monotonic() + 10
+        while not any(line["message"].startswith("embedded Postgres running again") for line in app.log_lines()):
+            assert time.monotonic() < deadline, "no 'embedded Postgres running again' line in the service log"
+            time.sleep(0.2)
