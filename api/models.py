@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
@@ -26,6 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
+
+from ml.data import band_names
 
 if TYPE_CHECKING:
     import ml
@@ -358,10 +359,10 @@ class Health(BaseModel):
 # --- the model registry -----------------------------------------------------------------------------
 
 
-def _first_age(band: str) -> int:
-    """0 for "0-12", 80 for "80+": bands in age order (JSONB keeps no key order)."""
-    digits = re.match(r"\d+", band)
-    return int(digits.group()) if digits else 0
+def _band_order(band: str) -> int:
+    """Bands in age order (JSONB keeps no key order); a band `ml.data` does not name goes last."""
+    names = band_names()
+    return names.index(band) if band in names else len(names)
 
 
 class BandFigures(BaseModel):
@@ -388,7 +389,7 @@ class Figures(BaseModel):
             return None
         coverage_by_band = figures.get("coverage_by_band") or {}
         bands = []
-        for band, cells in sorted((figures.get("by_band") or {}).items(), key=lambda kv: _first_age(kv[0])):
+        for band, cells in sorted((figures.get("by_band") or {}).items(), key=lambda kv: _band_order(kv[0])):
             coverage = coverage_by_band.get(band)
             if isinstance(coverage, list | tuple):  # (faces, share), as `ml evaluate` writes it
                 coverage = coverage[-1]
