@@ -93,10 +93,11 @@ def mine(utkface: Path, stamps: Path, faces: int, scenes: int, seed: int) -> tup
                     st = Image.open(files[int(rng.integers(len(files)))]).convert("RGBA")
                     s = rng.uniform(0.3, 1.0) * min(w / st.width, h / st.height)
                     st = st.resize((max(8, int(st.width * s)), max(8, int(st.height * s))))
+                    at = (int(rng.integers(0, max(1, w - st.width))), int(rng.integers(0, max(1, h - st.height))))
+                    if truth is not None and _iou((*at, st.width, st.height), truth) > 0:
+                        continue  # beside the face, never over it: a covered face is no example of either
                     canvas = canvas.convert("RGBA")
-                    canvas.alpha_composite(
-                        st, (int(rng.integers(0, max(1, w - st.width))), int(rng.integers(0, max(1, h - st.height))))
-                    )
+                    canvas.alpha_composite(st, at)
                 canvas = canvas.convert("RGB")
             rgb = np.asarray(canvas)
             for f in det.detect(rgb):
@@ -132,7 +133,7 @@ def main() -> None:
     ap.add_argument("--scenes", type=int, default=2500)
     ap.add_argument("--seed", type=int, default=22)
     ap.add_argument("--out", type=Path, default=gate.CLASSIFIER)
-    ap.add_argument("--cache", type=Path, default=ROOT / "data" / "gate-chips.npz")
+    ap.add_argument("--cache", type=Path, default=ROOT / "data" / "gate-chips-v2.npz")
     args = ap.parse_args()
     if args.cache.exists():
         d = np.load(args.cache)
