@@ -1,7 +1,7 @@
 """Face detection, alignment and age estimation. Imports nothing from `api/` or FastAPI."""
 
-from ml.faces import Box, Face, Point
-from ml.images import (
+from ml.serving.boxes import Box, Face, Point
+from ml.serving.images import (
     CorruptImage,
     EmptyImage,
     ImageError,
@@ -11,7 +11,7 @@ from ml.images import (
     load_image,
     reencode_jpeg,
 )
-from ml.predictor import Detection, FaceAge, Prediction, Predictor, PredictorSettings
+from ml.serving.predictor import Detection, FaceAge, Prediction, Predictor, PredictorSettings
 
 __all__ = [
     "Box",
