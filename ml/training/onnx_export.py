@@ -129,7 +129,7 @@ def export(source: Path, out: Path) -> runtime.ServedAgeModel:
     proto = onnx.load_from_string(buf.getvalue())
     float16_initializers(proto.graph)
     helper.set_model_props(proto, dict(sorted(metadata(model, source).items())))  # sorted: the same bytes each time
-    proto.producer_name = "whatsmyage ml.training.onnx_export"
+    proto.producer_name = "whatsmyage ml.export"  # in the file: kept as the shipped files have it
     onnx.checker.check_model(proto)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.stem + ".tmp" + runtime.ONNX_SUFFIX)
