@@ -9,7 +9,7 @@ face of `yunet_portrait_px` or more (a portrait: about 2 ms); after the 640 px p
 it found is `yunet_fine_px` or more (a group of large faces). A crowd of small faces, or a photo
 without any, gets all three. YuNet runs on a portrait by BlazeFace's rule too (a face of a quarter
 of the short side): the other faces of such a photo may be small. Its boxes are mapped onto
-BlazeFace's (`_YUNET_BOX`): the age model's alignment and the evaluation set's boxes are in that
+BlazeFace's (`ml.serving.yunet._YUNET_BOX`): the age model's alignment and the evaluation set's boxes are in that
 convention; its keypoints onto BlazeFace's six.
 BlazeFace's passes below run as they did without YuNet and decide among themselves, except that:
 - a portrait that YuNet settled in its first pass (one face of `yunet_portrait_px` or more) skips
