@@ -15,7 +15,7 @@
     ├── ModelExists               409 model_exists: a version of that name is already registered
     ├── BodyTooLarge              413 body_too_large: the request body is over the limit
     ├── FileTooLarge              413 file_too_large: the photo is over the upload limit
-    ├── ImageRejected             413/415/422 with the `ml.images` error's code (empty_file, corrupt_image,
+    ├── ImageRejected             413/415/422 with the `ml.serving.images` error's code (empty_file, corrupt_image,
     │                             unsupported_image, image_too_many_pixels)
     ├── UnsupportedMediaType      415 unsupported_media_type: the body is not multipart/form-data
     ├── FieldNotUtf8              422 validation_error: a form field that is not UTF-8
@@ -52,7 +52,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from ml.images import ImageError
+from ml.serving.images import ImageError
 
 log = logging.getLogger("api")
 
@@ -219,7 +219,7 @@ class AuthRateLimited(RetryLater):
 
 
 class ImageRejected(AppError):
-    """An `ml.images.ImageError`, with its code and an HTTP status chosen by that code."""
+    """An `ml.serving.images.ImageError`, with its code and an HTTP status chosen by that code."""
 
     STATUS = {"empty_file": 422, "corrupt_image": 422, "unsupported_image": 415, "image_too_many_pixels": 413}
     TITLES = {"empty_file": "Empty file", "corrupt_image": "Corrupt image",

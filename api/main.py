@@ -26,7 +26,8 @@ from api.ratelimit import RateLimit
 from api.routes import audit, detect, health, metrics, model_registry, predict, submissions
 from api.swap import ModelFollower
 from api.throttle import FailedAuthentications
-from ml import Predictor, PredictorSettings, runtime
+from ml import Predictor, PredictorSettings
+from ml.serving import runtime
 
 log = logging.getLogger("api")
 
@@ -44,7 +45,7 @@ with a stable `code`.
 
 
 def load_predictor(settings: Settings) -> Predictor:
-    # One slot per photo in flight; ml.runtime spreads a photo's age step over the CPUs no other photo
+    # One slot per photo in flight; ml.serving.runtime spreads a photo's age step over the CPUs no other photo
     # holds, and keeps the allocator from holding on to what loading and each photo free.
     runtime.tune_allocator()
     ml_settings = PredictorSettings(max_faces=settings.max_faces, max_pixels=settings.max_image_pixels,

@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from ml.data import band_names
+from ml.bands import band_names
 
 if TYPE_CHECKING:
     import ml
@@ -360,7 +360,7 @@ class Health(BaseModel):
 
 
 def _band_order(band: str) -> int:
-    """Bands in age order (JSONB keeps no key order); a band `ml.data` does not name goes last."""
+    """Bands in age order (JSONB keeps no key order); a band `ml.training.data` does not name goes last."""
     names = band_names()
     return names.index(band) if band in names else len(names)
 

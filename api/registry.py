@@ -34,8 +34,8 @@ from api import audit
 from api.config import REPO_ROOT, Settings
 from api.errors import ModelExists, ModelFileInvalid, ModelIsActive, ModelNotFound, ModelRejected
 from api.models import ModelVersion
-from ml import runtime
-from ml.predictor import DEFAULT_AGE_WEIGHTS, WEIGHTS_DIR
+from ml.paths import DEFAULT_AGE_WEIGHTS, WEIGHTS_DIR
+from ml.serving import runtime
 
 log = logging.getLogger("api")
 

@@ -3,7 +3,7 @@
 1. Export the consented submissions that exist now (`api.export`: files of deleted ones go).
 2. Keep a fixed share of them out of training, chosen by a hash of the submission id (`is_held_out`):
    the same submission is held out in every run, whatever else was submitted or deleted.
-3. Fine-tune the active model (every member of an ensemble, `ml.finetune`) on the shared data's
+3. Fine-tune the active model (every member of an ensemble, `ml.training.finetune`) on the shared data's
    training split plus the other submissions, whose loss weight is a setting.
 4. Evaluate the active model and the candidate side by side, on the fixed validation split of the
    shared data and on the held-out submissions, with a paired bootstrap of each MAE difference.
@@ -38,8 +38,10 @@ from api import audit, registry
 from api.config import Settings
 from api.export import EXPORTED, export_submissions, file_name
 from api.models import Submission
-from ml.data import SPLIT_FILE, band_names, load_split, scan
-from ml.evaluate import Metrics, PairedDifference, metrics, paired_difference, predict
+from ml.bands import band_names
+from ml.paths import SPLIT_FILE
+from ml.training.data import load_split, scan
+from ml.training.evaluate import Metrics, PairedDifference, metrics, paired_difference, predict
 
 # --- choosing the held-out submissions ---------------------------------------------------------
 
@@ -66,7 +68,7 @@ def decide(validation: PairedDifference, held_out: PairedDifference, *, min_held
       95% half-width of that difference over bootstrap resamples of the faces, and
     - better on the held-out submissions beyond noise: at least that half-width lower there, on at
       least `min_held_out` of them.
-    Each difference is candidate minus active on the same faces (`ml.evaluate.paired_difference`)."""
+    Each difference is candidate minus active on the same faces (`ml.training.evaluate.paired_difference`)."""
     val = (f"validation MAE {validation.mae_b:.2f} against {validation.mae_a:.2f} "
            f"({validation.difference:+.2f}, noise ±{validation.noise:.2f}, {validation.n} faces)")
     held = (f"held-out submissions MAE {held_out.mae_b:.2f} against {held_out.mae_a:.2f} "
@@ -94,7 +96,7 @@ class RetrainOptions:
     min_held_out: int = 5
     shared_images: int | None = None  # train on this many of the shared training images (a stable subset)
     lr: float = 3e-4
-    ema: float = 0.0  # weight averaging during the fine-tune (ml.train's --ema); 0 = off
+    ema: float = 0.0  # weight averaging during the fine-tune (ml.training.train's --ema); 0 = off
     batch: int = 128
     seed: int = 0
     device: str = "auto"  # cuda when present
@@ -205,7 +207,7 @@ class Comparison:
 
 def compare(active_onnx: Path, candidate_onnx: Path, val: Any, held: Any, seed: int = 0) -> Comparison:
     """Both served models (ONNX Runtime, as the service runs them) on the same chips."""
-    from ml import runtime
+    from ml.serving import runtime
 
     figures: dict[str, dict[str, Metrics]] = {"validation": {}, "held_out": {}}
     errors: dict[str, dict[str, np.ndarray]] = {"validation": {}, "held_out": {}}
@@ -362,8 +364,8 @@ def data_label(folder: Path) -> str:
 async def retrain(session: AsyncSession, settings: Settings, options: RetrainOptions,
                   version: str | None = None) -> Outcome:
     """One run of the loop (see the module's docstring); commits what it records."""
-    from ml.chips import cached_training_chips
-    from ml.finetune import FinetuneConfig, finetune
+    from ml.training.chips import cached_training_chips
+    from ml.training.finetune import FinetuneConfig, finetune
 
     await registry.ensure_shipped(session, settings.age_weights)  # a database the service never started
     active = await registry.active(session)

@@ -4,7 +4,7 @@ Each worker (process) has a `ModelFollower`. Every `WMA_MODEL_POLL_SECONDS` (and
 worker activated a version itself) it asks the registry which version is active; when that is not
 the one it serves, it loads the file off the event loop (checking its SHA-256 and version first) and
 assigns `predictor.age_model`. That one assignment is the swap: a photo in flight finishes with the
-model it started with (`ml.predictor`), so no request fails or mixes two models, and every answer
+model it started with (`ml.serving.predictor`), so no request fails or mixes two models, and every answer
 carries the version that made it.
 
 A file that cannot be loaded is logged once and the worker keeps serving what it has; so does a
@@ -24,7 +24,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api import registry
 from api.errors import ModelFileInvalid
-from ml import Predictor, runtime
+from ml import Predictor
+from ml.serving import runtime
 
 log = logging.getLogger("api")
 

@@ -1,4 +1,4 @@
-"""Per-face cost of age models in the serving runtime (`ml.runtime`, ONNX Runtime), side by side.
+"""Per-face cost of age models in the serving runtime (`ml.serving.runtime`, ONNX Runtime), side by side.
 
     .venv/bin/python bench/age_cost.py [--weights A.onnx --weights B.onnx ...] [--repeat 300] [--threads 1]
 
@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)  # the repository root, not bench/ (whose http.py would shadow the standard `http`)
 
 from bench.machine import describe  # noqa: E402
-from ml import runtime  # noqa: E402
-from ml.predictor import WEIGHTS_DIR  # noqa: E402
+from ml.paths import WEIGHTS_DIR  # noqa: E402
+from ml.serving import runtime  # noqa: E402
 
 MODELS = ("resnet10x3-utkface-v2", "resnet10-utkface-v2", "resnet10-utkface-v3")
 

@@ -25,12 +25,13 @@ from tqdm import tqdm
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from bench.machine import describe  # noqa: E402
-from ml.align import CHIP_PADDING, CHIP_SIZE, FaceAligner  # noqa: E402
-from ml.data import band_names, band_of, load_split, scan  # noqa: E402
-from ml.evaluate import load_model  # noqa: E402
-from ml.faces import FaceDetector  # noqa: E402
-from ml.images import load_image  # noqa: E402
-from ml.predictor import DEFAULT_AGE_WEIGHTS  # noqa: E402
+from ml.bands import band_names, band_of  # noqa: E402
+from ml.paths import DEFAULT_AGE_WEIGHTS  # noqa: E402
+from ml.serving.align import CHIP_PADDING, CHIP_SIZE, FaceAligner  # noqa: E402
+from ml.serving.faces import FaceDetector  # noqa: E402
+from ml.serving.images import load_image  # noqa: E402
+from ml.training.data import load_split, scan  # noqa: E402
+from ml.training.evaluate import load_model  # noqa: E402
 
 KEYPOINTS = 4  # right eye, left eye, nose tip, mouth; the ear points move with the head's turn
 

@@ -41,10 +41,11 @@ from PIL import Image
 # Import from the repository root, not bench/ (whose http.py would shadow the standard `http`).
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-import ml.faces  # noqa: E402
 from bench.machine import describe  # noqa: E402
-from ml.faces import DetectorSettings, Face, FaceDetector, YuNet  # noqa: E402
-from ml.images import load_image  # noqa: E402
+from ml.serving import blazeface  # noqa: E402
+from ml.serving.faces import DetectorSettings, Face, FaceDetector  # noqa: E402
+from ml.serving.images import load_image  # noqa: E402
+from ml.serving.yunet import YuNet  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,7 +71,7 @@ SIZE_BANDS = [(0, 32), (32, 64), (64, 10_000)]
 
 
 MODEL_RUNS: list[int] = [0, 0]  # BlazeFace runs (either model) and YuNet runs since the last reset
-_run = ml.faces._run
+_run = blazeface.run
 _yunet_detect = YuNet.detect
 
 
@@ -85,7 +86,7 @@ def _counted_yunet(*args, **kwargs):  # type: ignore[no-untyped-def]
 
 
 # counts the detector's passes: a cost that a busy machine does not blur
-ml.faces._run = _counted_run
+blazeface.run = _counted_run
 YuNet.detect = _counted_yunet  # type: ignore[method-assign]
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ml import runtime
-from ml.evaluate import paired_difference, predict
-from ml.predictor import WEIGHTS_DIR
-from ml.train import TrainConfig, load_data
+from ml.paths import WEIGHTS_DIR
+from ml.serving import runtime
+from ml.training.evaluate import paired_difference, predict
+from ml.training.train import TrainConfig, load_data
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ over-counts; PSS splits shared pages between the processes that share them, so i
 the machine really spends; USS is what one process alone holds (freed if it exits).
 
 With N > 1 each worker gets WMA_CONCURRENCY_SLOTS = max(1, CPUs // N) and OMP_NUM_THREADS=1 unless
-they are set, so that N workers do not run more age-network threads than there are cores (ml.runtime).
+they are set, so that N workers do not run more age-network threads than there are cores (ml.serving.runtime).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What YuNet's ONNX Runtime arena costs in memory and saves in time: `ml.faces.YuNet`'s `memory` modes
+"""What YuNet's ONNX Runtime arena costs in memory and saves in time: `ml.serving.yunet.YuNet`'s `memory` modes
 side by side (keep the arena, shrink it after every run, shrink it after large inputs only, no arena).
 
     .venv/bin/python bench/yunet_memory.py [--photos 200] [--repeat 3]
@@ -32,9 +32,10 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)  # import from the rep
 
 from bench.machine import describe  # noqa: E402
 from bench.predictor import photos as predictor_photos  # noqa: E402
-from ml.faces import YUNET_MEMORY, FaceDetector, YuNet  # noqa: E402
-from ml.images import load_image  # noqa: E402
-from ml.runtime import photo_done, tune_allocator  # noqa: E402
+from ml.serving.faces import FaceDetector  # noqa: E402
+from ml.serving.images import load_image  # noqa: E402
+from ml.serving.runtime import photo_done, tune_allocator  # noqa: E402
+from ml.serving.yunet import YUNET_MEMORY, YuNet  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1 << 20
@@ -106,7 +107,7 @@ def main() -> None:
         rss = json.loads(child.stdout.strip().splitlines()[-1])
         print(f"  {memory:13} " + "  ".join(f"{k} {v:6.1f}" for k, v in rss.items()))
 
-    tune_allocator()  # as the service: with it, every buffer of 1 MiB or more is fresh pages (ml/runtime.py)
+    tune_allocator()  # as the service: with it, every buffer of 1 MiB or more is fresh pages (ml/serving/runtime.py)
     photos = {k: load_image(v).rgb for k, v in photo_set(args.set).items()}
     dets = {m: detector(m) for m in modes}
     times: dict[str, dict[str, list[float]]] = {m: {k: [] for k in photos} for m in modes}

@@ -30,8 +30,8 @@ from api.config import Settings
 from api.deps import get_auth_throttle, get_session
 from api.main import create_app
 from api.throttle import FailedAuthentications
-from ml.predictor import DEFAULT_AGE_WEIGHTS
-from ml.runtime import read_metadata
+from ml.paths import DEFAULT_AGE_WEIGHTS
+from ml.serving.runtime import read_metadata
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef0123456789"  # 32 characters at least
 # What the service must report: the version recorded in the shipped weights file.

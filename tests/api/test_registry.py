@@ -22,8 +22,8 @@ from api.config import Settings
 from api.errors import ModelExists, ModelIsActive, ModelNotFound
 from api.main import create_app
 from api.models import AuditEvent, ModelVersion
-from ml.predictor import WEIGHTS_DIR
-from ml.runtime import read_metadata
+from ml.paths import WEIGHTS_DIR
+from ml.serving.runtime import read_metadata
 from tests.api.conftest import ADMIN_TOKEN, SHIPPED_VERSION, assert_problem
 from tests.test_runtime import SHIPPED
 

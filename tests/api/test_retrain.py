@@ -19,8 +19,8 @@ import pytest
 from api import registry
 from api.errors import ModelFileInvalid, ModelRejected
 from api.retrain import Decision, RetrainError, RetrainOptions, decide, forget_deleted, is_held_out, retrain
-from ml.evaluate import PairedDifference, paired_difference
-from ml.runtime import read_metadata
+from ml.serving.runtime import read_metadata
+from ml.training.evaluate import PairedDifference, paired_difference
 from tests.api.conftest import SHIPPED_VERSION
 from tests.faces import ASTRONAUT, CAMERAMAN, face_folder, face_photo
 from tests.utkfolder import write_split

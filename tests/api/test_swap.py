@@ -13,7 +13,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api import db, registry
 from api.swap import ModelFollower
-from ml.predictor import WEIGHTS_DIR, Predictor
+from ml.paths import WEIGHTS_DIR
+from ml.serving.predictor import Predictor
 from tests.api.conftest import FIXTURES, SHIPPED_VERSION
 from tests.api.test_registry import OTHER, copy_model
 

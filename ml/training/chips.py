@@ -1,7 +1,7 @@
 """Face chips for training and evaluation, made with exactly the serving pipeline.
 
-Each image is decoded by `ml.images.load_image`, its largest face found by `ml.faces`, and
-aligned by `ml.align` as the service does. Besides the 64 px serving chip, training keeps an 80 px
+Each image is decoded by `ml.serving.images.load_image`, its largest face found by `ml.serving.faces`, and
+aligned by `ml.serving.align` as the service does. Besides the 64 px serving chip, training keeps an 80 px
 chip at the same scale (padding 0.375 instead of 0.2: an 8 px margin all round), so that
 augmentation can shift and scale and still crop back to 64 px; its centre 64x64 equals the
 serving chip (mean absolute difference about 0.5 grey levels, from resampling).
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ml.data import Sample
+from ml.training.data import Sample
 
 TRAIN_CHIP = 80
 TRAIN_PADDING = 0.375
@@ -56,17 +56,17 @@ _worker: dict[str, object] = {}
 
 
 def _init_worker() -> None:
-    from ml.align import FaceAligner
-    from ml.faces import FaceDetector
+    from ml.serving.align import FaceAligner
+    from ml.serving.faces import FaceDetector
 
     _worker["detector"] = FaceDetector(size=1)
     _worker["aligner"] = FaceAligner()
 
 
 def _chip_one(args: tuple[str, int, float]) -> np.ndarray | None:
-    from ml.align import FaceAligner
-    from ml.faces import FaceDetector
-    from ml.images import ImageError, load_image
+    from ml.serving.align import FaceAligner
+    from ml.serving.faces import FaceDetector
+    from ml.serving.images import ImageError, load_image
 
     path, size, padding = args
     detector: FaceDetector = _worker["detector"]  # type: ignore[assignment]

@@ -4,7 +4,7 @@ combined again, calibrated on the validation split and exported to the ONNX file
     finetune(FinetuneConfig(init=Path("ml/weights/resnet10x3-utkface-v2.safetensors"),
                             data=[utkface, submissions], data_weights=[1.0, 5.0], ...))
 
-Each member starts from its own weights in `init` and trains with `ml.train.train` (a run folder of
+Each member starts from its own weights in `init` and trains with `ml.training.train.train` (a run folder of
 its own, with its plots and progress bar); the data is loaded once for all of them. Fine-tuning every
 member keeps the ensemble what it was (three networks averaged), at three times the cost of one.
 `api/retrain.py` drives this from the database; it works on any UTKFace-style folders.
@@ -16,10 +16,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ml.agemodel import AgeModel, read_metadata, save_age_model
-from ml.chips import ChipSet
-from ml.data import SPLIT_FILE
-from ml.train import TrainConfig, calibrate, load_data, train
+from ml.paths import SPLIT_FILE
+from ml.training.agemodel import AgeModel, read_metadata, save_age_model
+from ml.training.chips import ChipSet
+from ml.training.train import TrainConfig, calibrate, load_data, train
 
 
 @dataclass
@@ -29,12 +29,12 @@ class FinetuneConfig:
     out: Path  # run folder: member0/, member1/, ..., model.safetensors, model.onnx
     version: str
     data_weights: list[float] = field(default_factory=list)  # one per data folder; 1 if absent
-    split_file: Path = SPLIT_FILE  # decides train and validation (see ml.data.load_split)
+    split_file: Path = SPLIT_FILE  # decides train and validation (see ml.training.data.load_split)
     epochs: int = 1
     lr: float = 3e-4  # a third of a full run's 1e-3: the start is already a good model
     batch: int = 128
     weight_decay: float = 0.05
-    ema: float = 0.0  # decay of an exponential moving average of the weights (ml.train); 0 = off
+    ema: float = 0.0  # decay of an exponential moving average of the weights (ml.training.train); 0 = off
     seed: int = 0
     device: str = "auto"
     workers: int = 2
@@ -57,7 +57,7 @@ def member_config(cfg: FinetuneConfig, member: int) -> TrainConfig:
 def finetune(cfg: FinetuneConfig, data: tuple[ChipSet, ChipSet] | None = None) -> tuple[Path, Path, ChipSet]:
     """Train every member, combine and calibrate them, write `out/model.safetensors` and export
     `out/model.onnx`. Returns both paths and the validation chips (to evaluate on)."""
-    from ml.export import export
+    from ml.training.onnx_export import export
 
     cfg.out.mkdir(parents=True, exist_ok=True)
     members = member_count(cfg.init)

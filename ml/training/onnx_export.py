@@ -1,4 +1,4 @@
-"""Export a trained age model to the ONNX file the service runs (`ml.runtime`): part of a release.
+"""Export a trained age model to the ONNX file the service runs (`ml.serving.runtime`): part of a release.
 
     python -m ml export ml/weights/resnet10x3-utkface-v2.safetensors --out ml/weights/resnet10x3-utkface-v2.onnx
 
@@ -26,9 +26,9 @@ import torch
 from onnx import helper, numpy_helper
 from torch import nn
 
-from ml import runtime
-from ml.agemodel import AgeModel, load_age_model, net_spec
-from ml.agenet import ResidualBlock
+from ml.serving import runtime
+from ml.training.agemodel import AgeModel, load_age_model, model_metadata
+from ml.training.agenet import ResidualBlock
 
 OPSET = 17
 TOLERANCE_YEARS = 0.01  # between torch and ONNX Runtime on the export's check chips
@@ -67,16 +67,8 @@ def sha256(path: Path) -> str:
 
 
 def metadata(model: AgeModel, source: Path) -> dict[str, str]:
-    members = [net_spec(n) for n in model.nets]
     meta = {
-        **model.meta,
-        "version": model.version,
-        "arch": model.arch,
-        "temperature": repr(float(model.temperature)),
-        "point_temperature": repr(float(model.point_temperature or model.temperature)),
-        "mirror": json.dumps(bool(model.mirror)),
-        "residuals": json.dumps(list(model.residuals)),
-        "members": json.dumps(members),
+        **model_metadata(model),
         "exported_from": source.name,
         "exported_from_sha256": sha256(source),
         "exporter": f"torch {torch.__version__}, opset {OPSET}",
@@ -137,7 +129,7 @@ def export(source: Path, out: Path) -> runtime.ServedAgeModel:
     proto = onnx.load_from_string(buf.getvalue())
     float16_initializers(proto.graph)
     helper.set_model_props(proto, dict(sorted(metadata(model, source).items())))  # sorted: the same bytes each time
-    proto.producer_name = "whatsmyage ml.export"
+    proto.producer_name = "whatsmyage ml.export"  # in the file: kept as the shipped files have it
     onnx.checker.check_model(proto)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.stem + ".tmp" + runtime.ONNX_SUFFIX)

@@ -1,14 +1,14 @@
 """A trained age model in torch: one network or an ensemble, how to read its output, its version.
-Training, calibration, export (`ml.export`) and the torch reference use it; the service runs the
-exported ONNX file instead (`ml.runtime`), which reads the output the same way.
+Training, calibration, export (`ml.training.onnx_export`) and the torch reference use it; the service runs the
+exported ONNX file instead (`ml.serving.runtime`), which reads the output the same way.
 
 Two kinds of network are served the same way:
-- "resnet10" (`ml.agenet.AgeNet`) outputs a distribution over one-year classes. An ensemble
+- "resnet10" (`ml.training.agenet.AgeNet`) outputs a distribution over one-year classes. An ensemble
   averages its members' distributions. The age is the expected value of that distribution with the
   logits divided by `point_temperature`; the interval is its central range with the logits divided
   by `temperature`. Both temperatures are fitted on validation data: the first for the lowest MAE,
   the second so that the stated coverage holds.
-- "vgg" (`ml.vgg.VGGRegressor`) outputs one number: the interval is that number plus the 10th and
+- "vgg" (`ml.training.vgg.VGGRegressor`) outputs one number: the interval is that number plus the 10th and
   90th percentiles of its validation residuals.
 The weights file (safetensors) carries all of this in its metadata; the export copies it.
 """
@@ -25,15 +25,15 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ml import runtime
-from ml.agenet import AgeNet
-from ml.runtime import AgeDistribution
-from ml.vgg import VGGRegressor
+from ml.serving import runtime
+from ml.serving.runtime import AgeDistribution
+from ml.training.agenet import AgeNet
+from ml.training.vgg import VGGRegressor
 
 
 def summarise(probs: torch.Tensor, ages: torch.Tensor, coverage: float = 0.8,
               point_probs: torch.Tensor | None = None) -> list[AgeDistribution]:
-    """`ml.runtime.summarise` of torch tensors (on any device)."""
+    """`ml.serving.runtime.summarise` of torch tensors (on any device)."""
     def numpy(t: torch.Tensor) -> np.ndarray:
         return t.detach().double().cpu().numpy()
 
@@ -102,12 +102,11 @@ def net_spec(net: nn.Module) -> dict[str, int]:
     raise TypeError(type(net))
 
 
-def save_age_model(path: Path, model: AgeModel, extra: dict[str, str] | None = None, half: bool = False) -> None:
-    """Weights as safetensors (float16 if `half`: half the size, the same ages to 0.01 year), with
-    what is needed to serve them in the file's metadata. A single network keeps its plain tensor
-    names; ensemble members are prefixed `0.`, `1.`, ..."""
-    members = [net_spec(n) for n in model.nets]
-    meta = {
+def model_metadata(model: AgeModel) -> dict[str, str]:
+    """How to serve the model, as strings: the metadata of both the weights file (`save_age_model`) and
+    the exported ONNX file (`ml.training.onnx_export`), which `load_age_model` and `ml.serving.runtime`
+    read back. A file format: keys are only ever added."""
+    return {
         **model.meta,
         "version": model.version,
         "arch": model.arch,
@@ -115,8 +114,17 @@ def save_age_model(path: Path, model: AgeModel, extra: dict[str, str] | None = N
         "point_temperature": repr(float(model.point_temperature or model.temperature)),
         "mirror": json.dumps(bool(model.mirror)),
         "residuals": json.dumps(list(model.residuals)),
-        "members": json.dumps(members),
-        **{k: str(v) for k, v in members[0].items()},  # single-network files read by older code
+        "members": json.dumps([net_spec(n) for n in model.nets]),
+    }
+
+
+def save_age_model(path: Path, model: AgeModel, extra: dict[str, str] | None = None, half: bool = False) -> None:
+    """Weights as safetensors (float16 if `half`: half the size, the same ages to 0.01 year), with
+    what is needed to serve them in the file's metadata. A single network keeps its plain tensor
+    names; ensemble members are prefixed `0.`, `1.`, ..."""
+    meta = {
+        **model_metadata(model),
+        **{k: str(v) for k, v in net_spec(model.net).items()},  # single-network files read by older code
         **(extra or {}),
     }
     state = {}

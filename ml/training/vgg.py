@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ml.agenet import CHANNEL_MEANS
+from ml.training.agenet import CHANNEL_MEANS
 
 GROUPS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512))
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ml.agemodel import AgeModel, load_age_model, save_age_model
-from ml.evaluate import evaluate_model, format_table
-from ml.train import TrainConfig, calibrate, load_data
+from ml.training.agemodel import AgeModel, load_age_model, save_age_model
+from ml.training.evaluate import evaluate_model, format_table
+from ml.training.train import TrainConfig, calibrate, load_data
 
 
 def build(members: list[Path], data: list[Path], version: str, out: Path, half: bool = True) -> AgeModel:

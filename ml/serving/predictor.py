@@ -9,15 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ml import runtime
-from ml.align import FaceAligner
-from ml.faces import DetectorSettings, Face, FaceDetector
-from ml.images import DEFAULT_MAX_PIXELS, DEFAULT_WORK_SIDE, LoadedImage, load_image
-
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-# The model the service ships, exported for the serving runtime (`python -m ml export`) from the
-# .safetensors file of the same name beside it; the imported original is there too, for comparison.
-DEFAULT_AGE_WEIGHTS = WEIGHTS_DIR / "resnet10x3-utkface-v2.onnx"
+from ml.paths import DEFAULT_AGE_WEIGHTS
+from ml.serving import runtime
+from ml.serving.align import FaceAligner
+from ml.serving.faces import DetectorSettings, Face, FaceDetector
+from ml.serving.images import DEFAULT_MAX_PIXELS, DEFAULT_WORK_SIDE, LoadedImage, load_image
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +57,9 @@ class Predictor:
     Every method may be called from several threads at once: MediaPipe graphs are borrowed from a
     pool, dlib's predictor and the age model's session are read-only. `age_model` is read once per
     call, so replacing it (one assignment) swaps the model without stopping: a call in progress
-    finishes with the model it started with. Load the new one with `ml.runtime.load_age_model(path,
+    finishes with the model it started with. Load the new one with `ml.serving.runtime.load_age_model(path,
     predictor.cpus)`, so that it sees the photos in flight. Any object with `version` and
-    `estimate(chips, coverage)` serves (`ml.runtime.ServedAgeModel`; the torch `ml.agemodel.AgeModel`
+    `estimate(chips, coverage)` serves (`ml.serving.runtime.ServedAgeModel`; the torch `ml.training.agemodel.AgeModel`
     for comparison).
     """
 
@@ -73,14 +69,14 @@ class Predictor:
         self.aligner = aligner
         self.age_model = age_model
         self.settings = settings
-        self.cpus = cpus or runtime.CpuShare()  # photos in flight: see ml.runtime
+        self.cpus = cpus or runtime.CpuShare()  # photos in flight: see ml.serving.runtime
         self._closed = threading.Event()
 
     @classmethod
     def load(cls, age_weights: Path | str | None = None, settings: PredictorSettings | None = None,
              *, threads: int | None = None) -> Predictor:
         """`threads`: the most threads one photo's age step may use (default: the process's CPUs;
-        `ml.runtime.CpuShare` gives a photo only those no other photo is using)."""
+        `ml.serving.runtime.CpuShare` gives a photo only those no other photo is using)."""
         settings = settings or PredictorSettings()
         cpus = runtime.CpuShare(threads)
         age_model = runtime.load_age_model(Path(age_weights or DEFAULT_AGE_WEIGHTS), cpus)
@@ -105,7 +101,7 @@ class Predictor:
         self.close()
 
     def decode(self, data: bytes) -> LoadedImage:
-        """Bytes to an upright RGB image; raises `ml.images.ImageError` subclasses."""
+        """Bytes to an upright RGB image; raises `ml.serving.images.ImageError` subclasses."""
         return load_image(data, max_pixels=self.settings.max_pixels, work_side=self.settings.work_side)
 
     def _image(self, image: LoadedImage | bytes, timings: dict[str, float]) -> LoadedImage:

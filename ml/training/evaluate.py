@@ -1,8 +1,8 @@
 """Accuracy of age models on a labelled folder: MAE in years overall, by age band, by gender and
 race group, the age interval's coverage, and the share of images where no face was found.
 
-A model is either file: an exported .onnx (what the service runs, `ml.runtime`) or the .safetensors
-it came from (the torch reference, `ml.agemodel`; needs torch). Both side by side show that the
+A model is either file: an exported .onnx (what the service runs, `ml.serving.runtime`) or the .safetensors
+it came from (the torch reference, `ml.training.agemodel`; needs torch). Both side by side show that the
 export changes nothing."""
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ml import runtime
-from ml.chips import ChipSet, extract
-from ml.data import GENDERS, RACES, band_names, band_of, load_split, scan
+from ml.bands import band_names, band_of
+from ml.serving import runtime
+from ml.training.chips import ChipSet, extract
+from ml.training.data import GENDERS, RACES, load_split, scan
 
 
 @dataclass
@@ -73,7 +74,7 @@ def load_model(path: Path) -> runtime.AgeEstimator:
     """The served runtime for an .onnx file, the torch reference for anything else."""
     if path.suffix == runtime.ONNX_SUFFIX:
         return runtime.load_age_model(path)
-    from ml.agemodel import load_age_model
+    from ml.training.agemodel import load_age_model
 
     return load_age_model(path)
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from ml.faces import Box
+from ml.paths import WEIGHTS_DIR
+from ml.serving.boxes import Box
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
 SHAPE_PREDICTOR = WEIGHTS_DIR / "shape_predictor_5_face_landmarks.dat"
 CHIP_SIZE = 64
 CHIP_PADDING = 0.2

@@ -59,7 +59,7 @@ class ResidualBlock(nn.Module):
         self.extra_channels = cout - cin
         self.conv1: nn.Module = ConvAffine(cin, cout, 3, 2 if self.down else 1, 0 if self.down else 1)
         self.conv2: nn.Module = ConvAffine(cout, cout, 3, 1, 1)
-        # The main branch's padding (bottom, right) when the input size is fixed: `ml.export` sets it,
+        # The main branch's padding (bottom, right) when the input size is fixed: `ml.training.onnx_export` sets it,
         # so that the exported graph holds constants instead of computing them from shapes each run.
         self.fixed_pad: tuple[int, int] | None = None
 

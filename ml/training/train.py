@@ -6,7 +6,7 @@ A run folder holds `config.json`, `metrics.csv` (one row per epoch), `last.pt` (
 `--resume`), `model.safetensors` (the best epoch by validation MAE, calibrated: see below) and
 plots: `learning_curve.png`, `predicted_vs_true.png`, `mae_by_band.png`.
 
-Chips come from `ml.chips` (the serving pipeline, cached on disk); images without a detected face
+Chips come from `ml.training.chips` (the serving pipeline, cached on disk); images without a detected face
 are left out. After the last epoch the best weights are calibrated on the validation split (see
 `calibrate`). `python -m ml ensemble` combines several runs into one served model.
 """
@@ -27,15 +27,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ml.agemodel import AgeModel, load_age_model, save_age_model, summarise
-from ml.agenet import AgeNet
-from ml.augment import Augmentation, augment
-from ml.chips import MARGIN, ChipSet, cached_training_chips
-from ml.data import SPLIT_FILE, band_names, band_of, load_split, scan
-from ml.evaluate import evaluate_model
-from ml.vgg import VGGRegressor
+from ml.bands import band_names, band_of
+from ml.paths import IMPORTED_AGE_WEIGHTS, SPLIT_FILE
+from ml.training.agemodel import AgeModel, load_age_model, save_age_model, summarise
+from ml.training.agenet import AgeNet
+from ml.training.augment import Augmentation, augment
+from ml.training.chips import MARGIN, ChipSet, cached_training_chips
+from ml.training.data import load_split, scan
+from ml.training.evaluate import evaluate_model
+from ml.training.vgg import VGGRegressor
 
-IMPORTED = Path(__file__).parent / "weights" / "cydral-resnet10-v1.safetensors"
 AUGMENTATIONS = {
     "none": asdict(Augmentation.none()),
     "default": asdict(Augmentation()),
@@ -57,7 +58,7 @@ class TrainConfig:
     warmup: float = 0.5  # epochs of linear warm-up (resnet10)
     classes: int = 117  # resnet10 head: ages 0..116
     sigma: float = 2.5  # years, of the Gaussian label distribution (resnet10)
-    init: str = str(IMPORTED)  # resnet10 start; "none" trains from scratch
+    init: str = str(IMPORTED_AGE_WEIGHTS)  # resnet10 start; "none" trains from scratch
     init_member: int = 0  # which network of an ensemble in `init` to start from
     input_size: int = 64  # vgg
     ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = off

@@ -19,12 +19,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from ml.paths import SPLIT_FILE
+
 NAME = re.compile(r"^(\d{1,3})_([01x])_(?:([0-4x])_)?(\d+)\S*\.(?:jpe?g|png|webp)$", re.IGNORECASE)
 SPLITS = ("train", "val", "test")
 DEFAULT_SEED = 20261126
 # Shares of the groups; "test" is measured once at the end, never tuned on.
 DEFAULT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
-SPLIT_FILE = Path(__file__).parent / "splits" / "utkface.csv"
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,19 +150,6 @@ def load_split(samples: list[Sample], folders: list[Path], split_file: Path | No
     return Split(merged)
 
 
-AGE_BANDS = ((0, 12), (13, 19), (20, 39), (40, 59), (60, 79), (80, 200))
 RACES = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Other"}
 GENDERS = {0: "male", 1: "female"}
 
-
-def band_names() -> list[str]:
-    return [f"{lo}-{hi}" if hi < 200 else f"{lo}+" for lo, hi in AGE_BANDS]
-
-
-def band_of(age: float) -> str:
-    """The age band (0-12, 13-19, 20-39, 40-59, 60-79, 80+) a true age falls in."""
-    names = band_names()
-    for (lo, _), name in zip(reversed(AGE_BANDS), reversed(names), strict=True):
-        if age >= lo:
-            return name
-    return names[0]

@@ -1,15 +1,15 @@
 """How the age networks run when serving: ONNX Runtime on the CPU, with numpy around it.
 
 This module is the one place that decides it: the runtime, its threads and its memory settings.
-`ml.predictor` and `api/` load models through `load_age_model` and never branch on what runs
+`ml.serving.predictor` and `api/` load models through `load_age_model` and never branch on what runs
 underneath. It imports neither torch nor anything of training: the serving process stays free of
 torch (about 226 MB of memory, and most of the container image).
 
-A served model is one ONNX file written by `python -m ml export` (`ml.export`, the torch side) from
+A served model is one ONNX file written by `python -m ml export` (`ml.training.onnx_export`, the torch side) from
 the training weights (.safetensors). The graph takes uint8 chips N x 64 x 64 x 3 (RGB) and has one
 output per member of the model, `member0`, `member1`, ...: N x classes (logits) for "resnet10", N
 (years) for "vgg". How to read them travels in the same file, as ONNX metadata: version, arch,
-temperatures, mirror averaging, residuals (vgg), the age of each class. See `ml.agemodel` for what
+temperatures, mirror averaging, residuals (vgg), the age of each class. See `ml.training.agemodel` for what
 they mean.
 
 Threads: every run of the session uses one thread, and `CpuShare` decides how many runs one call
@@ -119,7 +119,7 @@ def photo_done() -> None:
 
 class AgeEstimator(Protocol):
     """What the predictor needs of an age model: `ServedAgeModel` here, or the torch reference
-    (`ml.agemodel.AgeModel`) when comparing the two."""
+    (`ml.training.agemodel.AgeModel`) when comparing the two."""
 
     version: str
 
