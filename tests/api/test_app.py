@@ -100,8 +100,8 @@ def test_settings_come_from_the_documented_environment_names(monkeypatch):
     assert (s.max_upload_bytes, s.max_image_pixels, s.max_faces, s.concurrency_slots) == (1000, 2000, 3, 4)
     assert (s.slot_wait_seconds, s.data_dir, s.frontend_dir) == (0.5, Path("/srv/data"), Path("/srv/ui"))
     assert (s.cors_origins, s.host, s.port) == (["https://a", "https://b"], "0.0.0.0", 9000)
-    readme = (REPO_ROOT / "README.md").read_text()
-    documented = set(re.findall(r"`((?:WMA_)?[A-Z_]+)`", readme))
+    config_page = (REPO_ROOT / "docs" / "configuration.md").read_text()
+    documented = set(re.findall(r"`((?:WMA_)?[A-Z_]+)`", config_page))
     assert set(env) <= documented, set(env) - documented
 
 
