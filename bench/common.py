@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -140,3 +140,11 @@ def pct(values: list[float], q: float) -> float:
     """The q-th percentile (nearest rank); NaN for no values."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))] if ordered else float("nan")
+
+
+def verdict(problems: list[str], ok: str) -> NoReturn:
+    """Prints each problem (or `ok` when there is none) and exits: status 1 with problems, 0 without."""
+    for problem in problems:
+        print("PROBLEM:", problem)
+    print(ok if not problems else f"{len(problems)} problem(s)")
+    sys.exit(1 if problems else 0)

@@ -29,7 +29,6 @@ import shutil
 import signal
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -44,7 +43,7 @@ import numpy as np
 import psutil
 from PIL import Image
 
-from bench.common import ROOT, free_port, get_json, pct, read_head, server_env, start, stop, wait_healthy
+from bench.common import ROOT, free_port, get_json, pct, read_head, server_env, start, stop, verdict, wait_healthy
 
 FIXTURES = ROOT / "tests" / "fixtures"
 FORM = {"first_name": "Eileen", "true_age": "42", "consent": "true"}
@@ -331,11 +330,7 @@ def main() -> None:
             assert server.proc is not None
             result = load(server.url, server.token, args.uploads, args.timeout, server.proc.pid, args.rounds)
     print(report(result))
-    problems = result.problems(expected_statuses())
-    for problem in problems:
-        print("PROBLEM:", problem)
-    print("ok: no 5xx but 503, no hang, rows == 201s" if not problems else f"{len(problems)} problem(s)")
-    sys.exit(1 if problems else 0)
+    verdict(result.problems(expected_statuses()), "ok: no 5xx but 503, no hang, rows == 201s")
 
 
 if __name__ == "__main__":

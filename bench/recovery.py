@@ -17,7 +17,6 @@ import asyncio
 import os
 import signal
 import statistics
-import sys
 import time
 import uuid
 from collections import Counter
@@ -25,6 +24,7 @@ from collections import Counter
 import httpx
 
 from bench import load
+from bench.common import verdict
 from bench.machine import describe
 from bench.soak import Server
 
@@ -109,10 +109,7 @@ def main() -> None:
         problems.append(f"rows stored {rows} != 201s {len(created)}")
     if set(statuses) - {201, 503}:
         problems.append(f"answers other than 201 and 503: {dict(statuses)}")
-    for problem in problems:
-        print("PROBLEM:", problem)
-    print("ok" if not problems else f"{len(problems)} problem(s)")
-    sys.exit(1 if problems else 0)
+    verdict(problems, "ok")
 
 
 if __name__ == "__main__":

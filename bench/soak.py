@@ -30,7 +30,6 @@ import itertools
 import json
 import os
 import signal
-import sys
 import time
 import uuid
 from collections import Counter, deque
@@ -300,11 +299,8 @@ def main() -> None:
             rows = load.count_rows(server.url, server.token) - rows_before
             problems = judge(result, rss_slack=int(args.rss_slack * 2**20), pool=pool, rows=rows)
     summarize(result, rows)
-    for problem in problems:
-        print("PROBLEM:", problem)
-    print("ok: no 5xx but 503 with Retry-After, descriptors, connections and memory flat, rows == 201s - withdrawals"
-          if not problems else f"{len(problems)} problem(s)")
-    sys.exit(1 if problems else 0)
+    common.verdict(problems, "ok: no 5xx but 503 with Retry-After, descriptors, connections and memory flat, "
+                             "rows == 201s - withdrawals")
 
 
 def summarize(result: Soak, rows: int | None) -> None:
