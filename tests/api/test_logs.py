@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from api.core.logs import JsonFormatter
 from api.deps import get_slots
-from api.logs import JsonFormatter
 from tests.api.conftest import ADMIN_TOKEN, assert_problem
 
 pytestmark = pytest.mark.anyio

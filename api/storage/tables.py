@@ -79,7 +79,7 @@ class Submission(SQLModel, table=True):
 class IdempotencyKey(SQLModel, table=True):
     """A `POST /submissions` answered 201 under an `Idempotency-Key`, kept to answer a retry the same.
 
-    Goes with its submission (withdrawing it forgets the key too) or after 24 hours (`api.idempotency`).
+    Goes with its submission (withdrawing it forgets the key too) or after 24 hours (`api.privacy.idempotency`).
     """
 
     __tablename__ = "idempotency_key"
@@ -98,7 +98,7 @@ class IdempotencyKey(SQLModel, table=True):
 
 
 class AuditEvent(SQLModel, table=True):
-    """One access to or change of personal data, or of the served model (see `api.audit`).
+    """One access to or change of personal data, or of the served model (see `api.privacy.audit`).
 
     Append-only: the migration adds a trigger that refuses UPDATE, DELETE and TRUNCATE. It holds ids,
     never a photo, a name or a token; `submission_id` is no foreign key, so the event outlives its
@@ -125,7 +125,8 @@ class AuditEvent(SQLModel, table=True):
 
 
 class AuthThrottle(SQLModel, table=True):
-    """Failed authentications per client address in its current one-minute window (see `api.throttle`).
+    """Failed authentications per client address in its current one-minute window
+    (see `api.security.failed_auth_throttle`).
 
     Shared by every worker and replica; rows older than their window are removed by the hourly purge.
     """
@@ -142,7 +143,7 @@ ModelCreator = Literal["shipped", "retrain", "admin"]
 
 
 class ModelVersion(SQLModel, table=True):
-    """One version of the age model the service can serve (see `api.registry`); exactly one is active.
+    """One version of the age model the service can serve (see `api.learning.registry`); exactly one is active.
 
     `trained_on` and `evaluation` are JSON in the shapes the README's "Model registry" section gives:
     `evaluation["validation"]` is one model's figures as `python -m ml evaluate --json` writes them.

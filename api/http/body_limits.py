@@ -6,7 +6,7 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import BodyTooLarge, FieldNotUtf8, UnterminatedMultipart, app_error_handler
+from api.core.errors import BodyTooLarge, FieldNotUtf8, UnterminatedMultipart, app_error_handler
 
 
 class BodySizeLimit:
