@@ -11,8 +11,9 @@ from sqlmodel import col, select
 
 from api.core.errors import problem_responses
 from api.deps import AdminDep, SessionDep
+from api.http.schemas import AuditEventRead, AuditPage
 from api.privacy.audit import Action
-from api.storage.tables import AuditEvent, AuditEventRead, AuditPage
+from api.storage.tables import AuditEvent
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 

@@ -17,8 +17,8 @@ from api.core.errors import (
     problem_responses,
 )
 from api.deps import AdminDep, ModelFollowerDep, SessionDep
+from api.http.schemas import ModelList, ModelRead, ModelVersionRead
 from api.learning import registry
-from api.storage.tables import ModelList, ModelRead, ModelVersionRead
 
 router = APIRouter(tags=["model"])
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import MetricsDep, MultipartDep, PredictorDep, SettingsDep, SlotsDep, read_upload
+from api.http.schemas import ImageSize, PredictedFace, PredictResponse
 from api.routes.detect import IMAGE_ENCODING, IMAGE_ERRORS, ImageFile
-from api.storage.tables import ImageSize, PredictedFace, PredictResponse
 
 router = APIRouter(tags=["faces"])
 

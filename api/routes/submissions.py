@@ -35,11 +35,12 @@ from api.deps import (
     SlotsDep,
     read_upload,
 )
+from api.http.schemas import ImageSize, PredictedFace, SubmissionCreated, SubmissionPage, SubmissionRead
 from api.privacy import audit
 from api.privacy.idempotency import Idempotency, IdempotencyKeyHeader
 from api.routes.detect import IMAGE_ENCODING, ImageFile
 from api.security.auth import BearerDep, DeletionTokenDep, authenticate_admin, hash_token
-from api.storage.tables import ImageSize, PredictedFace, Submission, SubmissionCreated, SubmissionPage, SubmissionRead
+from api.storage.tables import Submission
 from ml import FaceAge, LoadedImage, Predictor, reencode_jpeg
 
 router = APIRouter(prefix="/submissions", tags=["submissions"])
