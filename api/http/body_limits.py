@@ -1,4 +1,5 @@
-"""Pure ASGI middleware. The stack is assembled in `api.main.create_app`."""
+"""Checks on request bodies, as pure ASGI middleware: their size (`BodySizeLimit`) and what a multipart
+body may hold (`MultipartGuard`). The stack is assembled in `api.main.create_app`."""
 
 from __future__ import annotations
 
