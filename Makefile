@@ -47,8 +47,10 @@ purge: install ## one retention purge now (WMA_RETENTION_DAYS; the service also 
 test: install chromium ## run the test suite (API tests on an embedded Postgres unless TEST_DATABASE_URL is set)
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
-lint: install ## ruff check
+# lint-imports with PYTHONPATH: this checkout's packages, whichever one the venv's editable install points at.
+lint: install ## ruff check, and the import rules of pyproject.toml (lint-imports)
 	$(PY) -m ruff check api ml tests bench
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/lint-imports
 
 fmt: install ## ruff format and fix
 	$(PY) -m ruff format api ml tests bench

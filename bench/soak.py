@@ -280,7 +280,7 @@ def main() -> None:
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"{args.requests} requests, mix {args.mix}, concurrency {args.concurrency}, report every {args.every}")
     print("   done  elapsed   server memory, descriptors and database connections, statuses of the window")
-    pool = 10 * args.workers  # each worker's pool: 5 connections plus 5 overflow (api/db.py)
+    pool = 10 * args.workers  # each worker's pool: 5 connections plus 5 overflow (api/storage/db.py)
     if args.url:
         token = os.environ.get("ADMIN_TOKEN", "")
         database_url = args.database_url or os.environ.get("DATABASE_URL")
@@ -331,7 +331,7 @@ class Server(load.Server):
 
 
 def embedded_url(pgdata: Path) -> str:
-    """The started server's embedded Postgres, on the socket in its pgdata (see api/embedded.py)."""
+    """The started server's embedded Postgres, on the socket in its pgdata (see api/storage/embedded.py)."""
     return f"postgresql://postgres@/postgres?host={pgdata.resolve()}"
 
 

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import httpx
 import psutil
 
-from api.config import REPO_ROOT
+from api.core.settings import REPO_ROOT
 from bench.common import free_port, stop
 
 ADMIN_TOKEN = "served-admin-token-0123456789abcdef0123456789"  # 32 characters at least (a rule on main)
@@ -129,7 +129,7 @@ def stop_embedded(pgdata: Path) -> None:
     """Stop an embedded server a test left running (a failed test), so that no server outlives its folder."""
     if not (pgdata / "postmaster.pid").exists():
         return
-    from api import embedded
+    from api.storage import embedded
 
     postgres = embedded.EmbeddedPostgres(pgdata)
     postgres.stop()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from api.config import REPO_ROOT
+from api.core.settings import REPO_ROOT
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from api.config import REPO_ROOT
+from api.core.settings import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -29,12 +29,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.types import ASGIApp
 
-from api import db
-from api.config import Settings
+from api.core.logs import JsonFormatter
+from api.core.settings import Settings
 from api.deps import get_auth_throttle, get_session
-from api.logs import JsonFormatter
 from api.main import create_app
-from api.throttle import FailedAuthentications
+from api.security.failed_auth_throttle import FailedAuthentications
+from api.storage import db
 from ml.paths import DEFAULT_AGE_WEIGHTS
 from ml.serving.runtime import read_metadata
 

@@ -14,9 +14,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import select
 
-from api import audit
-from api.export import export_submissions
-from api.models import AuditEvent
+from api.learning.submission_export import export_submissions
+from api.privacy import audit
+from api.storage.tables import AuditEvent
 from tests.api.conftest import ADMIN_TOKEN, assert_problem, captured_logs, create_submission
 
 pytestmark = pytest.mark.anyio

@@ -19,12 +19,13 @@ from sqlalchemy import func, text
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api import db, retention
-from api.config import Settings
-from api.export import export_submissions
+from api.core.metrics import Metrics
+from api.core.settings import Settings
+from api.learning.submission_export import export_submissions
 from api.main import create_app
-from api.metrics import Metrics
-from api.models import AuditEvent, AuthThrottle, IdempotencyKey, Submission
+from api.privacy import retention
+from api.storage import db
+from api.storage.tables import AuditEvent, AuthThrottle, IdempotencyKey, Submission
 from tests.api.conftest import create_submission
 
 pytestmark = pytest.mark.anyio

@@ -12,8 +12,8 @@ from functools import partial
 import pytest
 from PIL import Image
 
-from api.export import export_submissions
-from api.logs import JsonFormatter
+from api.core.logs import JsonFormatter
+from api.learning.submission_export import export_submissions
 from tests.api.conftest import ADMIN_TOKEN, assert_problem, create_submission
 
 pytestmark = pytest.mark.anyio

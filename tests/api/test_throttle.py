@@ -20,13 +20,13 @@ from pydantic import SecretStr
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api import db
-from api.config import Settings
+from api.core.logs import JsonFormatter
+from api.core.metrics import Metrics
+from api.core.settings import Settings
 from api.deps import get_auth_throttle, get_settings
-from api.logs import JsonFormatter
 from api.main import create_app
-from api.metrics import Metrics
-from api.throttle import FailedAuthentications
+from api.security.failed_auth_throttle import FailedAuthentications
+from api.storage import db
 from tests.api.conftest import ADMIN_TOKEN, assert_problem, create_submission
 
 pytestmark = pytest.mark.anyio
