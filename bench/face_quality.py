@@ -1,7 +1,7 @@
 """Which faces are worth an age: the age error of validation faces made small or blurred, and where
 the gate's sharpness measure puts them.
 
-    .venv/bin/python bench/face_quality.py [--utkface ../shared/data/utkface] [--faces 300]
+    .venv/bin/python -m bench.face_quality [--utkface ../shared/data/utkface] [--faces 300]
 
 UTKFace validation faces only (ml/splits/utkface.csv; never the test split). Each face is set in a
 gray canvas (as bench/detection_set.py does) and degraded: its box made 64, 40, 32, 24, 20, 16 or 12
@@ -15,22 +15,19 @@ stays within 1.5x of the sharp pass; where it doubles the gate must set the face
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
 
-sys.path[0] = str(Path(__file__).resolve().parent.parent)  # import from the repository root
-
-from bench.detection_set import CANVAS, face_pool  # noqa: E402
-from bench.machine import describe  # noqa: E402
-from ml import gate  # noqa: E402
-from ml.align import FaceAligner  # noqa: E402
-from ml.data import parse_name  # noqa: E402
-from ml.faces import Box  # noqa: E402
-from ml.predictor import DEFAULT_AGE_WEIGHTS  # noqa: E402
-from ml.runtime import load_age_model  # noqa: E402
+from bench.detection_set import CANVAS, face_pool
+from bench.machine import describe
+from ml.paths import DEFAULT_AGE_WEIGHTS
+from ml.serving import gate
+from ml.serving.align import FaceAligner
+from ml.serving.faces import Box
+from ml.serving.runtime import load_age_model
+from ml.training.data import parse_name
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = [64, 40, 32, 24, 20, 16, 12]

@@ -1,7 +1,7 @@
 """Which boxes get an age: every box the detector finds (old: the service before the gate) against the
 faces the gate keeps (new), on real photos, on degraded faces and on UTKFace crops, in one run.
 
-    .venv/bin/python bench/precision.py [--photos bench/photos] [--utkface ../shared/data/utkface]
+    .venv/bin/python -m bench.precision [--photos bench/photos] [--utkface ../shared/data/utkface]
                                         [--copies 80] [--crops 500]
 
 - Real photos (bench/photos, labelled by hand): per category, faces aged (a box matches a face worth
@@ -21,19 +21,17 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
 
-sys.path[0] = str(Path(__file__).resolve().parent.parent)  # import from the repository root
-
-from bench.detection import _holds, iou, match  # noqa: E402
-from bench.detection_set import TEXTURES, face_pool, texture  # noqa: E402
-from bench.machine import describe  # noqa: E402
-from ml.predictor import Predictor  # noqa: E402
+from bench.detection import _holds, iou, match
+from bench.detection_set import TEXTURES, face_pool, texture
+from bench.machine import describe
+from ml.paths import SPLIT_FILE
+from ml.serving.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parent.parent
 Box = tuple[float, float, float, float]
@@ -192,11 +190,13 @@ def copies(predictor: Predictor, utkface: Path, per_level: int) -> None:
     pool = face_pool(utkface)
     rng = np.random.default_rng(2222)
     print(f"\nDegraded copies of UTKFace validation faces ({per_level} a level, 4 to a 640x480 scene): share aged")
-    print("| level | error vs sharp (bench/face_quality.py) | found by the detector | aged old | aged new | goal |")
-    print("|---|---|---|---|---|---|")
+    print("| level | error vs sharp (bench/face_quality.py) | found by the detector | aged old | aged new | "
+          "aged new, of those found | set aside for | goal |")
+    print("|---|---|---|---|---|---|---|---|")
     for group, goal in ((WORTH, ">= 95% aged"), (BETWEEN, "-"), (DOUBLED, "<= 10% aged")):
         for level in group:
             faces = found_n = aged_old = aged_new = 0
+            reasons: dict[str, int] = defaultdict(int)
             while faces < per_level:
                 bg = Image.fromarray(texture(rng, 640, 480, str(rng.choice(TEXTURES))))
                 truth = []
@@ -210,7 +210,9 @@ def copies(predictor: Predictor, utkface: Path, per_level: int) -> None:
                     truth.append((x + box[0] * s, y + box[1] * s, box[2] * s, box[3] * s))
                 buf = io.BytesIO()
                 bg.save(buf, "PNG")
-                found, kept, _ = judged(predictor, buf.getvalue())
+                found, kept, why = judged(predictor, buf.getvalue())
+                for r in why:
+                    reasons[r] += 1
                 faces += 4
                 found_n += sum(v is not None for v in match(truth, [b for b, _ in found]))
                 aged_old += sum(v is not None for v in match(truth, [b for b, _ in found]))
@@ -218,7 +220,8 @@ def copies(predictor: Predictor, utkface: Path, per_level: int) -> None:
             label = f"{level[1]:.0f} px" if level[0] == "size" else f"blur {level[1]:.0%}"
             print(
                 f"| {label} | {_ERROR.get(level, '')} | {found_n / faces:.0%} | {aged_old / faces:.0%} | "
-                f"{aged_new / faces:.0%} | {goal} |"
+                f"{aged_new / faces:.0%} | {aged_new / max(1, found_n):.0%} | "
+                f"{', '.join(f'{k} {v}' for k, v in sorted(reasons.items())) or '-'} | {goal} |"
             )
 
 
@@ -237,7 +240,7 @@ _ERROR = {
 
 
 def crops(predictor: Predictor, utkface: Path, n: int) -> None:
-    split = csv.DictReader((ROOT / "ml" / "splits" / "utkface.csv").open())
+    split = csv.DictReader(SPLIT_FILE.open())
     names = sorted(r["file"] for r in split if r["split"] == "val")[:n]
     none_old = none_new = 0
     for name in names:

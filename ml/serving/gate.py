@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
+from ml.paths import WEIGHTS_DIR
+
 CLASSIFIER = WEIGHTS_DIR / "face_gate.npz"
 
 MIN_FACE_PX = 18.0  # 20 px: error 1.39x a sharp face's; 16 px 1.73x; 12 px 2.19x

@@ -1,13 +1,13 @@
-"""Train the gate's face classifier (ml/gate.py) on the CPU: human faces against the detector's false boxes.
+"""Train the gate's face classifier (ml/serving/gate.py) on the CPU: human faces against the detector's false boxes.
 
-    .venv/bin/python -m ml.train_gate --stamps /usr/share/tuxpaint/stamps [--utkface ../shared/data/utkface]
+    .venv/bin/python -m ml.training.gate --stamps /usr/share/tuxpaint/stamps [--utkface ../shared/data/utkface]
 
 Human faces: UTKFace training-split faces (never validation or test), set at 20-200 px on procedural
 backgrounds, some gray, found by the detector and aligned as served. Not faces: the detector's boxes,
 at scores lowered to mine more of them, on Tux Paint's photo stamps (Debian `tuxpaint-stamps`: animals,
 clothes, household things, food, toys; not its people) set on the same backgrounds, and on the
 backgrounds alone. The twenty animals of bench/photos are left out. Logistic regression in numpy;
-the weights go to ml/weights/face_gate.npz.
+the weights go to ml/weights/face_gate.npz (ml/serving/gate.py reads them).
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ml import gate
-from ml.align import FaceAligner
-from ml.faces import DetectorSettings, FaceDetector
+from ml.paths import SPLIT_FILE
+from ml.serving import gate
+from ml.serving.align import FaceAligner
+from ml.serving.faces import DetectorSettings, FaceDetector
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 STAMP_KINDS = ("animals", "clothes", "household", "food", "hobbies", "sports", "seasonal", "medical", "town")
 HELD_OUT = {
     "owl",
@@ -71,7 +72,7 @@ def mine(utkface: Path, stamps: Path, faces: int, scenes: int, seed: int) -> tup
     loose = DetectorSettings(min_score=0.4, short_min_score=0.4, tile_min_score=0.5, yunet_min_score=0.4)
     det, aligner = FaceDetector(loose, size=1), FaceAligner()
     chips, labels = [], []
-    split = csv.DictReader((ROOT / "ml" / "splits" / "utkface.csv").open())
+    split = csv.DictReader(SPLIT_FILE.open())
     names = [r["file"] for r in split if r["split"] == "train"]
     files = [p for k in STAMP_KINDS for p in (stamps / k).rglob("*.png") if p.stem not in HELD_OUT]
     try:
@@ -133,7 +134,7 @@ def main() -> None:
     ap.add_argument("--scenes", type=int, default=2500)
     ap.add_argument("--seed", type=int, default=22)
     ap.add_argument("--out", type=Path, default=gate.CLASSIFIER)
-    ap.add_argument("--cache", type=Path, default=ROOT / "data" / "gate-chips-v2.npz")
+    ap.add_argument("--cache", type=Path, default=ROOT / "data" / "gate-chips.npz")
     args = ap.parse_args()
     if args.cache.exists():
         d = np.load(args.cache)
@@ -143,21 +144,38 @@ def main() -> None:
         args.cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(args.cache, chips=chips, labels=labels)
     print(f"chips: {int(labels.sum())} faces, {int((1 - labels).sum())} not faces")
-    x = np.stack([gate.features(c) for c in chips]).astype(np.float64)
     rng = np.random.default_rng(args.seed)
-    held = rng.random(len(x)) < 0.2
-    mean, scale = x[~held].mean(0), x[~held].std(0) + 1e-6
-    xs = (x - mean) / scale
-    w, b = fit(xs[~held], labels[~held])
-    p = 1 / (1 + np.exp(-(xs[held] @ w + b)))
-    yh = labels[held] == 1
+    held = rng.random(len(chips)) < 0.2  # a fifth to check on, before fitting on all
+    x, y = augmented(chips, labels, rng)
+    xh, yh = augmented(chips[held], labels[held], rng)
+    xt, yt = augmented(chips[~held], labels[~held], rng)
+    mean, scale = xt.mean(0), xt.std(0) + 1e-6
+    w, b = fit((xt - mean) / scale, yt)
+    p = 1 / (1 + np.exp(-(((xh - mean) / scale) @ w + b)))
+    face = yh == 1
     print(
-        f"held-out fifth: faces kept {np.mean(p[yh] >= gate.MIN_FACE_PROB):.1%}, "
-        f"not faces set aside {np.mean(p[~yh] < gate.MIN_FACE_PROB):.1%}"
+        f"held-out fifth (with its flipped and blurred copies): faces over {gate.MIN_FACE_PROB} "
+        f"{np.mean(p[face] >= gate.MIN_FACE_PROB):.1%}, not faces under {np.mean(p[~face] < gate.MIN_FACE_PROB):.1%}"
     )
-    w, b = fit(xs, labels)
+    mean, scale = x.mean(0), x.std(0) + 1e-6
+    w, b = fit((x - mean) / scale, y)
     np.savez(args.out, mean=mean.astype(np.float32), scale=scale.astype(np.float32), weights=w, bias=np.float32(b))
     print(f"wrote {args.out}")
+
+
+def augmented(chips: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Features of each chip, its mirror image and a slightly blurred copy (sigma 0.3-1.2 chip pixels,
+    about blur 1-2% of the face's width, which bench/face_quality.py finds still worth an age): neither
+    the side a face turns to nor a little blur should make it less of a face."""
+    from PIL import ImageFilter
+
+    feats, ys = [], []
+    for c, y in zip(chips, labels, strict=True):
+        blurred = np.asarray(Image.fromarray(c).filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2))))
+        for v in (c, c[:, ::-1], blurred):
+            feats.append(gate.features(np.ascontiguousarray(v)))
+            ys.append(y)
+    return np.stack(feats).astype(np.float64), np.array(ys, np.float32)
 
 
 if __name__ == "__main__":
