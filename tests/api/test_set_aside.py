@@ -1,10 +1,11 @@
-"""Faces set aside by the quality gate (ml gate): listed with their reason, never aged, never stored."""
+"""Faces set aside by the quality gate (ml/serving/gate.py): listed with their reason, never aged, never stored."""
 
 from __future__ import annotations
 
 import pytest
 from sqlmodel import func, select
 
+from api.storage.tables import Submission
 from tests.api.conftest import FIXTURES, assert_problem
 
 pytestmark = pytest.mark.anyio
@@ -41,8 +42,6 @@ async def test_a_blurred_face_behind_a_sharp_one_is_set_aside_with_its_reason(cl
 
 
 async def test_a_photo_whose_only_face_is_set_aside_is_refused_and_nothing_stored(client, session):
-    from api.models import Submission
-
     data = (FIXTURES / "dog.jpg").read_bytes()
     response = await client.post("/submissions", data={"first_name": "Rex", "true_age": "5", "consent": "true"},
                                  files=upload(data))
