@@ -190,8 +190,10 @@ def copies(predictor: Predictor, utkface: Path, per_level: int) -> None:
     pool = face_pool(utkface)
     rng = np.random.default_rng(2222)
     print(f"\nDegraded copies of UTKFace validation faces ({per_level} a level, 4 to a 640x480 scene): share aged")
-    print("| level | error vs sharp (bench/face_quality.py) | found by the detector | aged old | aged new | "
-          "aged new, of those found | set aside for | goal |")
+    print(
+        "| level | error vs sharp (bench/face_quality.py) | found by the detector | aged old | aged new | "
+        "aged new, of those found | set aside for | goal |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for group, goal in ((WORTH, ">= 95% aged"), (BETWEEN, "-"), (DOUBLED, "<= 10% aged")):
         for level in group:

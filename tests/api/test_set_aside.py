@@ -43,8 +43,9 @@ async def test_a_blurred_face_behind_a_sharp_one_is_set_aside_with_its_reason(cl
 
 async def test_a_photo_whose_only_face_is_set_aside_is_refused_and_nothing_stored(client, session):
     data = (FIXTURES / "dog.jpg").read_bytes()
-    response = await client.post("/submissions", data={"first_name": "Rex", "true_age": "5", "consent": "true"},
-                                 files=upload(data))
+    response = await client.post(
+        "/submissions", data={"first_name": "Rex", "true_age": "5", "consent": "true"}, files=upload(data)
+    )
     body = assert_problem(response, 422, "no_face_worth_an_age")
     assert set(body["reasons"]) <= REASONS and body["reasons"]
     assert (await session.exec(select(func.count()).select_from(Submission))).one() == 0
