@@ -121,12 +121,14 @@ def test_faces_set_aside_are_drawn_dashed_with_the_reason_in_words(page: Page, l
     """The service's `set_aside` list, when it sends one, is drawn without an age; an answer without it
     changes nothing (the other tests). The answer here is the real one with a set-aside face added."""
     open_home(page, live_server)
+    with httpx.Client(base_url=live_server.url, timeout=30) as client:
+        real = client.post("/predict", files={"image": ("astronaut.png", ASTRONAUT.read_bytes(), "image/png")})
+    assert real.status_code == 200
+    answer = real.json()
+    answer["set_aside"] = [{"box": {"x": 10, "y": 10, "width": 40, "height": 40}, "reason": "too_blurred", "quality": 0.1}]
 
     def add_set_aside(route) -> None:
-        response = route.fetch()
-        body = response.json()
-        body["set_aside"] = [{"box": {"x": 10, "y": 10, "width": 40, "height": 40}, "reason": "too_blurred", "quality": 0.1}]
-        route.fulfill(response=response, json=body)
+        route.fulfill(status=200, json=answer)
 
     page.route("**/predict", add_set_aside)
     fill_form(page)
