@@ -142,8 +142,8 @@ def test_nav_opens_the_model_page_with_the_served_models_figures(
     expect(active.get_by_role("rowheader")).to_contain_text(model["version"])
     expect(active).to_contain_text("Answering now")
     # Coverage by age band, when the bands carry it, as a second chart beside the first.
-    with_coverage = any(entry.get("coverage") is not None for entry in validation["by_band"]) if isinstance(
-        validation["by_band"], list) else False
+    by_band = validation["by_band"] if isinstance(validation["by_band"], list) else []
+    with_coverage = any(entry.get("coverage") is not None for entry in by_band)
     coverage_chart = page.get_by_role("img", name=re.compile("^How often the likely range holds the true age"))
     expect(coverage_chart).to_have_count(1 if with_coverage else 0)
 

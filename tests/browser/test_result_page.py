@@ -32,7 +32,7 @@ GEOMETRY = """() => {
   const figure = document.querySelector("[data-result-figure]");
   return {
     photo: rect(figure.querySelector("img")),
-    labels: [...figure.querySelectorAll("[data-face-label]")].map((label) => ({...rect(label), text: label.textContent})),
+    labels: [...figure.querySelectorAll("[data-face-label]")].map((node) => ({...rect(node), text: node.textContent})),
     scrollWidth: document.documentElement.scrollWidth,
   };
 }"""
@@ -44,7 +44,9 @@ def open_home(page: Page, server: LiveServer) -> None:
     expect(page.get_by_role("heading", level=1, name="How old do you look?")).to_be_visible()
 
 
-def fill_form(page: Page, photo: Path | dict = ASTRONAUT, *, age: str = "45", name: str = "Eileen", consent: bool = False) -> None:
+def fill_form(
+    page: Page, photo: Path | dict = ASTRONAUT, *, age: str = "45", name: str = "Eileen", consent: bool = False
+) -> None:
     page.get_by_label("Your age").fill(age)
     page.get_by_label("First name").fill(name)
     page.locator("#photo").set_input_files(photo)
@@ -71,7 +73,8 @@ def stored_count(server: LiveServer) -> int:
 
 
 def overlapping(a: dict, b: dict) -> bool:
-    return a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"] and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"]
+    across = a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"]
+    return across and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"]
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS.values(), ids=VIEWPORTS.keys())
@@ -125,7 +128,8 @@ def test_faces_set_aside_are_drawn_dashed_with_the_reason_in_words(page: Page, l
         real = client.post("/predict", files={"image": ("astronaut.png", ASTRONAUT.read_bytes(), "image/png")})
     assert real.status_code == 200
     answer = real.json()
-    answer["set_aside"] = [{"box": {"x": 10, "y": 10, "width": 40, "height": 40}, "reason": "too_blurred", "quality": 0.1}]
+    blurred = {"box": {"x": 10, "y": 10, "width": 40, "height": 40}, "reason": "too_blurred", "quality": 0.1}
+    answer["set_aside"] = [blurred]
 
     def add_set_aside(route) -> None:
         route.fulfill(status=200, json=answer)
