@@ -57,7 +57,10 @@ export function renderResult(state, previous) {
   const list = $("[data-face-list]");
   linkMarks(figure, list);
   // The photo and its marks are drawn again only for a new result.
-  if (result.photoUrl !== previous?.result?.photoUrl || result.faces !== previous?.result?.faces) {
+  if (!result.photoUrl) {
+    // A result restored after a reload whose photo could not be kept (storage full).
+    figure.replaceChildren();
+  } else if (result.photoUrl !== previous?.result?.photoUrl || result.faces !== previous?.result?.faces) {
     const who = result.firstName ? `${result.firstName}'s photo` : "Your photo";
     const count = result.faces.length;
     renderPhoto(figure, {

@@ -195,6 +195,25 @@ def live_server_delete(server: LiveServer, created: dict) -> None:
         client.delete(f"/submissions/{created['id']}", headers={"X-Deletion-Token": created["deletion_token"]})
 
 
+def test_a_gif_is_refused_before_sending_with_what_to_do(page: Page, live_server: LiveServer) -> None:
+    """The picker offers only what the service reads; a GIF that comes anyway (dropped, or picked with
+    "all files") is refused in the page, in words that say what to do, and nothing is sent."""
+    open_home(page, live_server)
+    expect(page.locator("#photo")).to_have_attribute("accept", "image/jpeg,image/png,image/webp")
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url) if r.method == "POST" else None)
+    gif = b"GIF89a\x01\x00\x01\x00\x00\x00\x00;"
+    page.locator("#photo").set_input_files({"name": "party.gif", "mimeType": "image/gif", "buffer": gif})
+    error = page.locator('[data-error-for="image"]')
+    expect(error).to_contain_text("This is a GIF image")
+    expect(error).to_contain_text("choose a JPEG, PNG or WebP photo")
+    page.get_by_label("Your age").fill("45")
+    page.get_by_label("First name").fill("Eileen")
+    page.get_by_role("button", name="Estimate my age", exact=True).click()
+    expect(error).to_have_text("Choose a photo, drop one here or take one.")
+    assert sent == []
+
+
 def test_the_button_says_whether_it_stores(page: Page, live_server: LiveServer) -> None:
     open_home(page, live_server)
     button = page.locator("[data-submit]")
