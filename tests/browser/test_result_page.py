@@ -325,7 +325,9 @@ def axe_violations(page: Page) -> list[str]:
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS.values(), ids=VIEWPORTS.keys())
-def test_every_view_has_no_accessibility_violation(page: Page, live_server: LiveServer, viewport: dict) -> None:
+def test_every_view_has_no_accessibility_violation(
+    page: Page, live_server: LiveServer, viewport: dict, output_path: str
+) -> None:
     page.set_viewport_size(viewport)
     open_home(page, live_server)
     checked = {"form": axe_violations(page)}
@@ -336,12 +338,14 @@ def test_every_view_has_no_accessibility_violation(page: Page, live_server: Live
     page.get_by_role("button", name="Delete my data").click()
     expect(page.get_by_role("button", name="Yes, delete my data")).to_be_visible()
     checked["result, stored"] = axe_violations(page)
+    page.screenshot(path=Path(output_path) / "result-stored.png", full_page=True)
     page.get_by_role("button", name="No, keep it").click()
 
     nav = page.get_by_role("navigation", name="Main")
     nav.get_by_role("link", name="Examples").click()
     expect(page.locator('[data-example][data-state="done"]')).to_have_count(3, timeout=30_000)
     checked["examples"] = axe_violations(page)
+    page.screenshot(path=Path(output_path) / "examples.png", full_page=True)
 
     nav.get_by_role("link", name="Model").click()
     expect(page.locator("[data-model-body]")).to_be_visible()
@@ -352,6 +356,7 @@ def test_every_view_has_no_accessibility_violation(page: Page, live_server: Live
     page.get_by_role("button", name="Show my data").click()
     expect(page.get_by_role("region", name="What is stored about you")).to_be_visible()
     checked["my data"] = axe_violations(page)
+    page.screenshot(path=Path(output_path) / "my-data.png", full_page=True)
 
     page.get_by_role("link", name="Home").click()
     fill_form(page, {"name": "crowd.jpg", "mimeType": "image/jpeg", "buffer": crowd(*CROWDS["8-faces"])})
