@@ -252,7 +252,9 @@ export function renderMarkList(list, marks, describe) {
       number.textContent = String(mark.number);
       const text = document.createElement("span");
       text.textContent = describe(mark);
-      item.append(number, " ", text);
+      // A single face has no number on the photo either.
+      if (marks.length > 1) item.append(number, " ");
+      item.append(text);
       return item;
     }),
   );
