@@ -17,11 +17,11 @@ import pytest
 from alembic import command
 from asgi_lifespan import LifespanManager
 
-from api import db, embedded
 from api.__main__ import migrate
-from api.config import REPO_ROOT, Settings
+from api.core.settings import REPO_ROOT, Settings
 from api.main import create_app
-from ml.runtime import NotExported
+from api.storage import db, embedded
+from ml.serving.runtime import NotExported
 from tests.api.conftest import ADMIN_TOKEN, assert_problem
 
 UI = '<!doctype html><html><head><script type="module" src="app.js"></script></head><body></body></html>'
@@ -125,7 +125,7 @@ def test_a_crashed_process_does_not_keep_the_embedded_postgres_registered(tmp_pa
 
 def test_age_weights_setting_chooses_the_served_model():
     from api.main import load_predictor
-    from ml.predictor import WEIGHTS_DIR
+    from ml.paths import WEIGHTS_DIR
 
     settings = Settings(_env_file=None, age_weights=WEIGHTS_DIR / "cydral-resnet10-v1.onnx")
     with load_predictor(settings) as predictor:
@@ -135,7 +135,7 @@ def test_age_weights_setting_chooses_the_served_model():
 
 @pytest.mark.anyio
 async def test_training_weights_are_refused_at_start_up_with_how_to_export_them(tmp_path):
-    from ml.predictor import WEIGHTS_DIR
+    from ml.paths import WEIGHTS_DIR
 
     weights = WEIGHTS_DIR / "cydral-resnet10-v1.safetensors"
     app = create_app(Settings(_env_file=None, data_dir=tmp_path, age_weights=weights))
