@@ -1,5 +1,5 @@
 """The age interval's coverage by true age, on sharp faces and degraded copies, measured honestly:
-the calibration (`ml.conformal`) fitted on four fifths of the validation faces (split by file name)
+the calibration (`ml.training.conformal`) fitted on four fifths of the validation faces (split by file name)
 and measured on the fifth left out, five times over; beside it the model's own central range (as
 before the calibration) and a plain normalised Mondrian conformal regressor (what PyPI `crepes`
 computes: one symmetric quantile of |residual| / spread per predicted-age group).
@@ -20,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ml import conformal, quality, runtime
-from ml.chips import extract
-from ml.data import band_names, band_of, load_split, scan
-from ml.degrade import DEGRADATIONS
+from ml.bands import band_names, band_of
+from ml.serving import quality, runtime
+from ml.training import conformal
+from ml.training.chips import extract
+from ml.training.data import load_split, scan
+from ml.training.degrade import DEGRADATIONS
 
 FOLDS = 5
 
@@ -97,7 +99,7 @@ def main() -> None:
     faces, (own_low, own_high, fold) = faces_of(model, args.folder, args.workers)
     print(f"{len(fold)} faces in {time.perf_counter() - t:.0f} s")
     table("the model's own central 80% range (before the calibration)", faces, own_low, own_high)
-    table("calibrated (ml.conformal), cross-fitted", faces, *cross_fitted(faces, fold))
+    table("calibrated (ml.training.conformal), cross-fitted", faces, *cross_fitted(faces, fold))
     table("symmetric normalised Mondrian by predicted age (crepes' method), cross-fitted", faces,
           *symmetric_mondrian(faces, fold))
 

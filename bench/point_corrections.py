@@ -17,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ml import runtime
-from ml.chips import extract
-from ml.data import SPLIT_FILE, Split, band_names, band_of, load_split, parse_name, scan
+from ml.bands import band_names, band_of
+from ml.paths import SPLIT_FILE
+from ml.serving import runtime
+from ml.training.chips import extract
+from ml.training.data import Split, load_split, parse_name, scan
 
 FOLDS = 5
 

@@ -1,4 +1,4 @@
-"""The calibrated age interval (ml.interval, ml.conformal, ml.quality) on the real model and real faces."""
+"""The calibrated age interval (ml.serving.interval and .quality, ml.training.conformal) on the real model and real faces."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import onnx
 import pytest
 from PIL import Image, ImageFilter
 
-from ml import conformal, quality, runtime
-from ml.interval import METADATA_KEY, IntervalCalibration
-from ml.predictor import DEFAULT_AGE_WEIGHTS
+from ml.paths import DEFAULT_AGE_WEIGHTS, WEIGHTS_DIR
+from ml.serving import quality, runtime
+from ml.serving.interval import METADATA_KEY, IntervalCalibration
+from ml.training import conformal
 from tests.utkfolder import make_folder
 
 
@@ -76,9 +77,9 @@ def test_a_model_without_the_calibration_loads_and_keeps_its_central_range(predi
 
 
 def test_coverage_by_age_group_on_a_fixture_set_adds_up(tmp_path):
-    from ml.chips import extract
-    from ml.data import scan
-    from ml.evaluate import evaluate_model
+    from ml.training.chips import extract
+    from ml.training.data import scan
+    from ml.training.evaluate import evaluate_model
 
     make_folder(tmp_path / "faces", n=16)
     samples, _ = scan([tmp_path / "faces"])
@@ -120,12 +121,11 @@ def test_the_fit_covers_each_true_age_group_of_a_biased_model():
 
 def test_a_retrained_model_carries_its_own_calibration_into_the_served_file(tmp_path):
     pytest.importorskip("torch")
-    from ml.agemodel import load_age_model, save_age_model
-    from ml.chips import extract
-    from ml.data import scan
-    from ml.export import export
-    from ml.predictor import WEIGHTS_DIR
-    from ml.train import calibrate
+    from ml.training.agemodel import load_age_model, save_age_model
+    from ml.training.chips import extract
+    from ml.training.data import scan
+    from ml.training.onnx_export import export
+    from ml.training.train import calibrate
 
     make_folder(tmp_path / "faces", n=12)
     samples, _ = scan([tmp_path / "faces"])
