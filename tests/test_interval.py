@@ -1,4 +1,4 @@
-"""The calibrated age interval (ml.serving.interval and .quality, ml.training.conformal) on the real model and real faces."""
+"""The calibrated age interval (ml.serving.interval, ml.serving.quality, ml.training.conformal), real model."""
 
 from __future__ import annotations
 
