@@ -6,7 +6,8 @@ split's age prior, an isotonic correction E[true | predicted], and the inverse o
 
     python bench/point_corrections.py ../shared/data/utkface/images --weights ml/weights/resnet10x3-utkface-v2.onnx
 
-Prints the MAE overall and by true age band and the signed error by band of each.
+Prints the MAE overall and by true age band, the signed error by band, and the MAE's change against the
+shipped age with its paired-bootstrap 95% noise (`ml.training.evaluate.paired_difference`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ml.paths import SPLIT_FILE
 from ml.serving import runtime
 from ml.training.chips import extract
 from ml.training.data import Split, load_split, parse_name, scan
+from ml.training.evaluate import paired_difference
 
 FOLDS = 5
 
@@ -55,12 +57,13 @@ def training_prior(classes: int) -> np.ndarray:
     return prior / prior.sum()
 
 
-def row(name: str, pred: np.ndarray, y: np.ndarray) -> None:
+def row(name: str, pred: np.ndarray, y: np.ndarray, base: np.ndarray) -> None:
     bands = np.array([band_of(a) for a in y])
     err = pred - y
     mae = " ".join(f"{np.abs(err[bands == b]).mean():5.2f}" for b in band_names())
     signed = " ".join(f"{err[bands == b].mean():+5.1f}" for b in band_names())
-    print(f"{name:44s} {np.abs(err).mean():5.3f} | {mae} | {signed}")
+    d = paired_difference(np.abs(base - y), np.abs(err))
+    print(f"{name:44s} {np.abs(err).mean():5.3f} | {mae} | {signed} | {d.difference:+.3f} +- {d.noise:.3f}")
 
 
 def main() -> None:
@@ -90,13 +93,14 @@ def main() -> None:
 
     pt = model.point_temperature or model.temperature
     base = probs(pt) @ ages
-    print(f"{len(y)} validation faces; MAE | by band {' '.join(band_names())} | signed error by band")
-    row(f"shipped: mean at point temperature {pt:g}", base, y)
+    print(f"{len(y)} validation faces; MAE | by band {' '.join(band_names())} | signed error by band | "
+          "change of MAE +- 95% noise")
+    row(f"shipped: mean at point temperature {pt:g}", base, y, base)
     for t in (pt, model.temperature, 1.0):
-        row(f"median of the distribution, T {t:.2f}", median(probs(t)), y)
+        row(f"median of the distribution, T {t:.2f}", median(probs(t)), y, base)
     prior = training_prior(len(ages))
     for tau, t in ((0.1, pt), (0.3, pt), (0.5, pt), (0.3, 0.7), (0.5, 0.7)):
-        row(f"logit adjustment tau {tau}, T {t:g}", probs(t, tau, prior) @ ages, y)
+        row(f"logit adjustment tau {tau}, T {t:g}", probs(t, tau, prior) @ ages, y, base)
 
     def crossfit(fit, share: float) -> np.ndarray:
         out = np.empty_like(base)
@@ -116,9 +120,9 @@ def main() -> None:
         return np.interp(new, ky[keep], kx[keep])
 
     for share in (1.0, 0.5):
-        row(f"isotonic E[true | predicted], x{share}", crossfit(isotonic, share), y)
+        row(f"isotonic E[true | predicted], x{share}", crossfit(isotonic, share), y, base)
     for share in (1.0, 0.5, 0.3):
-        row(f"inverse of E[predicted | true], x{share}", crossfit(inverse, share), y)
+        row(f"inverse of E[predicted | true], x{share}", crossfit(inverse, share), y, base)
 
 
 if __name__ == "__main__":
