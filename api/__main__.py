@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from api.config import Settings
-from api.logs import configure_logging, log_config
+from api.logs import capture_stderr, configure_logging, log_config
 
 
 def migrate(settings: Settings) -> None:
@@ -280,6 +280,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "retrain":
         retrain(settings, args)
     else:
+        capture_stderr()  # native libraries' plain lines become JSON ones: one format on both streams
+        if settings.database_url is None:
+            # The embedded database is this machine's alone: migrated on every start (nothing to do when it
+            # is up to date). An external one is migrated once per release, by `migrate` on its own.
+            migrate(settings)
         serve(settings)
 
 
