@@ -102,4 +102,4 @@ echo "image-test: SBOM of its Python packages in $OUT/sbom.cdx.json" \
      "($("$PY" -c "import json, sys; print(len(json.load(open(sys.argv[1]))['components']))" "$OUT/sbom.cdx.json") components)"
 
 WMA_IMAGE="$TAG" WMA_ENGINE="$ENGINE" WMA_IMAGE_LABEL="$RUN_LABEL" \
-    "$PY" -m pytest -m container tests/test_image.py -v ${PYTEST_ARGS:-}
+    "$PY" -m pytest -m container tests/test_image.py -v -s ${PYTEST_ARGS:-}  # -s: the timings it prints
