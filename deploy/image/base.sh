@@ -21,6 +21,9 @@ else
 fi
 
 # python-is-python3 gives the `python` name the Dockerfile uses; python3-venv brings ensurepip's pip.
+# What mmdebstrap and the hooks say goes to a log, shown when it fails (the tarball itself goes to stdout).
+LOG=${TMPDIR:-/tmp}/whatsmyage-base.log
+trap 'echo "base.sh failed; the last of $LOG:"; tail -n 30 "$LOG"' ERR
 nice -n 10 mmdebstrap --quiet --variant=minbase --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
     --include=python3,python3-venv,python-is-python3,ca-certificates,netbase,tzdata \
     --aptopt='APT::Install-Recommends "false"' \
@@ -29,7 +32,7 @@ nice -n 10 mmdebstrap --quiet --variant=minbase --hook-dir=/usr/share/mmdebstrap
     --customize-hook='cp /usr/local/share/ca-certificates/*.crt "$1/usr/local/share/ca-certificates/" 2>/dev/null || true' \
     --customize-hook='chroot "$1" update-ca-certificates >/dev/null' \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
-    bookworm - "$MIRROR" \
+    bookworm - "$MIRROR" 2> "$LOG" \
   | "$ENGINE" import $([ "$ENGINE" = podman ] && echo --quiet) --change 'ENV LANG=C.UTF-8' \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'CMD ["python3"]' - "$BASE" >/dev/null

@@ -11,15 +11,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
+OUT=${WMA_IMAGE_OUT:-build}
+mkdir -p "$OUT"
 BASE=python:3.11-slim-bookworm
 TAG=localhost/whatsmyage:image-test
-OUT=${WMA_IMAGE_OUT:-build}
 RUN_LABEL=whatsmyage.image-test=$$   # on every container and volume the checks make, to find leftovers
 
 as_root_with_apt() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
 apt_install() {
     echo "image-test: installing $* (apt-get)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"; } > "$OUT/apt.log" 2>&1 \
+        || { tail -n 20 "$OUT/apt.log"; exit 1; }
 }
 
 ENGINE=${WMA_ENGINE:-}
@@ -28,7 +30,8 @@ if [ -z "$ENGINE" ]; then
 fi
 if ! command -v "$ENGINE" >/dev/null; then
     as_root_with_apt || { echo "image-test: needs a running Docker engine, or podman (apt-get install podman)"; exit 1; }
-    apt_install "$ENGINE" $([ "$ENGINE" = podman ] && echo runc)
+    # podman's machines are likely the ones without Docker Hub: mmdebstrap for the base in the same go
+    apt_install "$ENGINE" $([ "$ENGINE" = podman ] && echo runc mmdebstrap)
 fi
 
 # podman as root on machines that lack CAP_SYS_RESOURCE refuses its default rlimits for root
@@ -88,7 +91,6 @@ fi
 # --format docker keeps the HEALTHCHECK (the OCI format has no such field).
 build=("$ENGINE" build --network host -t "$TAG")
 [ "$ENGINE" = podman ] && build+=(--pull=never --format docker)
-mkdir -p "$OUT"
 start=$(date +%s)
 nice -n 10 "${build[@]}" . > "$OUT/image-build.log" 2>&1 \
     || { tail -n 40 "$OUT/image-build.log"; echo "image-test: the build failed"; exit 1; }
