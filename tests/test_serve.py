@@ -113,7 +113,7 @@ def test_two_workers_share_the_embedded_postgres_add_up_their_metrics_and_log_js
 @pytest.mark.slow
 def test_a_first_start_on_an_empty_data_folder_migrates_it_and_both_streams_carry_json_lines_only():
     """No `migrate` first: the embedded database is migrated on start. MediaPipe's LiteRT, XNNPACK and absl
-    write about 110 plain lines to fd 2 at start and first photo; they arrive as `native` records."""
+    write about 110 plain lines to fd 2 at start and first photo; they arrive as `stderr` records."""
     data = Path(tempfile.mkdtemp(prefix="whatsmyage-first-start-"))  # outside pytest's temp root
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "ADMIN_TOKEN", "OMP_NUM_THREADS",
                                                              "PROMETHEUS_MULTIPROC_DIR")}
