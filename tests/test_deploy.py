@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from api.config import REPO_ROOT
+from api.core.settings import REPO_ROOT
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
@@ -62,8 +62,8 @@ def test_the_image_is_slim_python_311_without_torch_and_with_mediapipe_as_the_ma
 
 
 def test_opencv_is_left_out_of_the_image_because_the_service_never_imports_it():
-    """OpenCV (about 160 MB) is the bench extra's: nothing under api/ or ml/ may import cv2 (ml/faces.py keeps
-    mediapipe's own import of it away with a stand-in)."""
+    """OpenCV (about 160 MB) is the bench extra's: nothing under api/ or ml/ may import cv2
+    (ml/serving/faces.py keeps mediapipe's own import of it away with a stand-in)."""
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     assert not [d for d in project["dependencies"] if "opencv" in d]
     assert any("opencv" in d for d in project["optional-dependencies"]["bench"])
@@ -115,7 +115,7 @@ def dockerignored(path: str, patterns: list[str]) -> bool:
 @pytest.mark.parametrize("path, ignored", [
     (".venv/bin/python", True), ("data/pgdata/PG_VERSION", True), ("runs/r1/model.safetensors", True),
     (".git/HEAD", True), ("test-results/trace.zip", True), (".env", True), ("tests/conftest.py", True),
-    ("bench/http.py", True), ("api/__pycache__/main.cpython-311.pyc", True),
+    ("bench/http_latency.py", True), ("api/__pycache__/main.cpython-311.pyc", True),
     ("ml/weights/cydral-resnet10-v1.safetensors", True),  # training source: the image serves the .onnx
     ("api/main.py", False), ("ml/weights/cydral-resnet10-v1.onnx", False), ("alembic/env.py", False),
     ("ml/weights/yunet_s_dynamic.onnx", False),  # the second face detector, read at start-up
