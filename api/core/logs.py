@@ -10,7 +10,9 @@ as `extra`, plus `error` and `traceback` for exceptions. `python -m api serve|mi
 with `configure_logging()` (and uvicorn again in each worker process, from `log_config()`), never at
 import. uvicorn's own access log is off: `api.http.observe.RequestObserver` writes one line per request
 instead, with the route template rather than the path, so no id, query string or token reaches a log.
-What the service logs never includes a photo, a first name or a token.
+What the service logs never includes a photo, a first name or a token. `python -m api serve` also
+turns what is written to stderr (native libraries' plain lines) into such records (`capture_stderr`),
+so that both streams carry JSON lines only.
 """
 
 from __future__ import annotations
