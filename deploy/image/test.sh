@@ -7,7 +7,8 @@
 # The engine: docker when a Docker engine answers, podman otherwise (WMA_ENGINE=docker|podman chooses),
 # installed with apt-get when missing and this is root (like `make chromium`). The base: the official
 # python:3.11-slim-bookworm when it is present or can be pulled, else one made from Debian packages
-# (deploy/image/base.sh; root, mmdebstrap, installed the same way). About 5 minutes on a fresh machine.
+# (deploy/image/base.sh; root, mmdebstrap, installed the same way). Measured on a busy 2-CPU machine:
+# 10.5 minutes from a fresh one, 7 with podman and the base there (docs/deployment.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
