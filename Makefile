@@ -40,6 +40,10 @@ chromium: ## install Debian's chromium for the browser tests when missing (root 
 		{ echo "installing chromium for the browser tests (apt-get, about a minute)"; \
 		  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || true
 
+# docker when a Docker engine answers, podman otherwise; see deploy/image/test.sh and docs/deployment.md.
+image-test: install ## build the container image and check it in real containers (installs podman when root with apt)
+	PY=$(PY) deploy/image/test.sh
+
 purge: install ## one retention purge now (WMA_RETENTION_DAYS; the service also purges hourly)
 	$(PY) -m api purge
 
@@ -95,4 +99,4 @@ bench-load: install ## 100 uploads at once, good and bad, against a served app: 
 bench-attacks: install ## token guessing and leak checks against a served app: what each attack got
 	$(PY) -m bench.attacks
 
-.PHONY: help install run migrate purge test lint fmt bench bench-http bench-load bench-attacks bench-detection detection-set train evaluate retrain chromium backup export
+.PHONY: help install run migrate purge test image-test lint fmt bench bench-http bench-load bench-attacks bench-detection detection-set train evaluate retrain chromium backup export

@@ -15,15 +15,19 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from api.core.logs import configure_logging, log_config
+from api.core.logs import capture_stderr, configure_logging, log_config
 from api.core.settings import Settings
 
 
-def migrate(settings: Settings) -> None:
-    """Apply every migration; with no DATABASE_URL, to the embedded Postgres (started, then stopped)."""
+def migrate(settings: Settings, keep_running: bool = False) -> None:
+    """Apply every migration; with no DATABASE_URL, to the embedded Postgres (started, then stopped, or
+    left running for the app about to attach to it)."""
     from api.storage import db
 
-    database = db.start_database(settings)
+    if settings.database_url is None and keep_running:
+        database = db.start_embedded(settings.data_dir / "pgdata", cleanup_mode=None)
+    else:
+        database = db.start_database(settings)
     try:
         db.migrate(database.url)
     finally:
@@ -281,6 +285,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "retrain":
         retrain(settings, args)
     else:
+        capture_stderr()  # native libraries' plain lines become JSON ones: one format on both streams
+        if settings.database_url is None:
+            # The embedded database is this machine's alone: migrated on every start (nothing to do when it
+            # is up to date), and left running for the app, which stops it on the way out: a second start
+            # would cost a moment and, in a container, leave the first server a zombie of PID 1 (this
+            # process). An external database is migrated once per release, by `migrate` on its own.
+            migrate(settings, keep_running=True)
         serve(settings)
 
 

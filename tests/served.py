@@ -63,7 +63,7 @@ class Served:
         return found
 
     def log_lines(self) -> list[dict]:
-        """The service's JSON log lines so far (MediaPipe's plain lines on stderr are left out)."""
+        """The service's log lines so far (JSON, native libraries' stderr included: api.core.logs.capture_stderr)."""
         lines = []
         for line in (self.data / "stdout").read_text(errors="replace").splitlines():
             if line.startswith("{"):

@@ -61,6 +61,18 @@ def test_the_image_is_slim_python_311_without_torch_and_with_mediapipe_as_the_ma
     assert ".[dev]" not in runs and "-e ." not in runs  # no dev extras, no editable install
 
 
+def test_opencv_is_left_out_of_the_image_because_the_service_never_imports_it():
+    """OpenCV (about 160 MB) is the bench extra's: nothing under api/ or ml/ may import cv2
+    (ml/serving/faces.py keeps mediapipe's own import of it away with a stand-in)."""
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert not [d for d in project["dependencies"] if "opencv" in d]
+    assert any("opencv" in d for d in project["optional-dependencies"]["bench"])
+    sources = [path for folder in ("api", "ml") for path in (REPO_ROOT / folder).rglob("*.py")]
+    importing = [str(path.relative_to(REPO_ROOT)) for path in sources
+                 if re.search(r"^\s*(import cv2|from cv2 )", path.read_text(), re.MULTILINE)]
+    assert importing == []
+
+
 def test_the_image_runs_as_a_user_of_its_own_with_a_healthcheck_and_serves_on_all_interfaces():
     stage = final_stage(dockerfile_instructions())
     keywords = [keyword for keyword, _ in stage]

@@ -21,6 +21,7 @@ import uvicorn
 from api.__main__ import serve
 from api.core.logs import log_config
 from api.core.settings import REPO_ROOT, Settings
+from tests.served import stop_embedded
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -106,4 +107,47 @@ def test_two_workers_share_the_embedded_postgres_add_up_their_metrics_and_log_js
         assert sum(line["message"] == "app stopped" for line in lines) == 2
     finally:
         out.close()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_a_first_start_on_an_empty_data_folder_migrates_it_and_both_streams_carry_json_lines_only():
+    """No `migrate` first: the embedded database is migrated on start. MediaPipe's LiteRT, XNNPACK and absl
+    write about 110 plain lines to fd 2 at start and first photo; they arrive as `stderr` records."""
+    data = Path(tempfile.mkdtemp(prefix="whatsmyage-first-start-"))  # outside pytest's temp root
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "ADMIN_TOKEN", "OMP_NUM_THREADS",
+                                                             "PROMETHEUS_MULTIPROC_DIR")}
+    env |= {"WMA_DATA_DIR": str(data), "WMA_FRONTEND_DIR": str(data / "none"), "WMA_CONCURRENCY_SLOTS": "1",
+            "OMP_NUM_THREADS": "1"}
+    port = free_port()
+    try:
+        with open(data / "stdout", "wb") as out, open(data / "stderr", "wb") as err:
+            server = subprocess.Popen([sys.executable, "-m", "api", "serve", "--port", str(port)],
+                                      cwd=REPO_ROOT, env=env, stdout=out, stderr=err)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 120
+            while True:
+                assert server.poll() is None, "the server exited"
+                assert time.monotonic() < deadline, "the server did not start"
+                try:
+                    if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.2)
+            photo = (FIXTURES / "astronaut.png").read_bytes()
+            assert httpx.post(url + "/predict", files={"image": ("a.png", photo, "image/png")},
+                              timeout=30).status_code == 200
+            model = httpx.get(url + "/model", timeout=10)
+            assert model.status_code == 200 and model.json()["state"] == "active"  # the registry's table exists
+        finally:
+            server.send_signal(signal.SIGTERM)
+            assert server.wait(60) in (0, -signal.SIGTERM)  # one process: uvicorn re-raises the signal when done
+        assert (data / "stderr").read_bytes() == b""
+        lines = [json.loads(line) for line in (data / "stdout").read_text().splitlines()]  # every line is JSON
+        assert any(line["logger"] == "alembic.runtime.migration" for line in lines)
+        assert not [line for line in lines if line["level"] in ("WARNING", "ERROR", "CRITICAL")], lines
+    finally:
+        stop_embedded(data / "pgdata")
         shutil.rmtree(data, ignore_errors=True)

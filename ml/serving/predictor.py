@@ -176,7 +176,8 @@ class Predictor:
         faces, chips, verdicts = self._faces(img, timings)
         kept, aside = self._split(faces, verdicts, img.scale)
         t = time.perf_counter()
-        estimates = age_model.estimate(chips[kept], self.settings.coverage) if kept else []
+        face_px = np.array([faces[i].box.width / img.scale for i in kept])  # in the photo as sent
+        estimates = age_model.estimate(chips[kept], self.settings.coverage, face_px) if kept else []
         timings["age"] = time.perf_counter() - t
         results = [
             FaceAge(faces[i].scaled(1 / img.scale), e.age, (e.low, e.high), e.spread, verdicts[i].quality)

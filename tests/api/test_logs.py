@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from api.core.logs import native_level
 from api.deps import get_slots
 from tests.api.conftest import ADMIN_TOKEN, assert_problem, captured_logs
 
@@ -135,3 +136,19 @@ async def test_records_made_off_the_event_loop_carry_the_request_id(app, client,
     assert response.status_code == 200
     (line,) = [line for line in json_logs() if line["logger"] == "api.test"]
     assert line["request_id"] == response.headers["X-Request-ID"]
+
+
+@pytest.mark.parametrize("line, level", [
+    ("INFO: [environment.cc:36] Creating LiteRT environment with options", logging.INFO),
+    ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.", logging.INFO),
+    ("ERROR: [model_load.cc:90] Failed to load model", logging.ERROR),
+    ("W0000 00:00:1796604547.247454   13094 inference_runner_litert.cc:1433] Input tensor memory is not aligned "
+     "according to LiteRt's memory alignment requirements.", logging.INFO),  # a known note
+    ("E0000 00:00:1796604547.247454   13094 calculator_graph.cc:928] Graph failed", logging.ERROR),
+    ("2026-12-07 00:48:06.160276888 [W:onnxruntime:Default, telemetry_1ds.cc:613 operator()] Failed to persist "
+     "telemetry device ID", logging.WARNING),
+    ("WARNING: [model_load.cc:402] Sparsity tensors may not yet be fully supported.", logging.INFO),  # a known note
+    ("Traceback (most recent call last):", logging.WARNING),  # says no level
+])
+def test_native_libraries_lines_keep_the_level_they_state(line, level):
+    assert native_level(line) == level
