@@ -19,6 +19,10 @@ see every image in turn, decoded as the service decodes it, so drift of a shared
   `detect` per photo (one thread), and on two fixed photos: a 640x480 portrait
   (bench/predictor.py's: the astronaut fixture padded to 4:3) and the 6-face photo of `--faces`.
 
+Real photos (`--photos`, bench/photos, labelled by hand): per category, faces aged and false faces aged,
+precision, recall and average precision, every box the detector finds (old) against the faces the
+gate keeps (new); bench/precision.py has the same with degraded faces and UTKFace crops.
+
 Detectors: `old (v1)` and `BlazeFace (v2)` are `DetectorSettings.v1()` and `.v2()` (BlazeFace's passes
 before and after i12), `new` the served one (BlazeFace and YuNet), `YuNet alone` YuNet on the photo
 reduced to 1280 px at most, score 0.6, as a reference.
@@ -156,6 +160,8 @@ def main() -> None:
                         help="part of the set to run (none: only the UTKFace crops and the fixed photos)")
     parser.add_argument("--repeat", type=int, default=40, help="times each fixed photo is timed")
     parser.add_argument("--detectors", default=DEFAULT_DETECTORS, help="comma-separated, of: " + ", ".join(DETECTORS))
+    parser.add_argument("--photos", type=Path, default=ROOT / "bench" / "photos",
+                        help="real photos labelled by hand: which boxes get an age, old and gated (bench/precision.py)")
     args = parser.parse_args()
     manifest = args.set / "manifest.tsv"
     if args.part != "none" and not manifest.exists():
@@ -256,6 +262,12 @@ def main() -> None:
                                for (b, y), ms in zip(fixed_runs[n], fixed_ms[n], strict=True))
         print(line)
         det.close()
+    if args.photos.exists():
+        from bench.precision import photos
+        from ml.serving.predictor import Predictor
+
+        with Predictor.load() as predictor:
+            photos(predictor, args.photos)
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 

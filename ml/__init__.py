@@ -16,7 +16,7 @@ from ml.serving.images import (
     load_image,
     reencode_jpeg,
 )
-from ml.serving.predictor import Detection, FaceAge, Prediction, Predictor, PredictorSettings
+from ml.serving.predictor import Detection, FaceAge, Prediction, Predictor, PredictorSettings, SetAside
 
 __all__ = [
     "Box",
@@ -32,6 +32,7 @@ __all__ = [
     "Prediction",
     "Predictor",
     "PredictorSettings",
+    "SetAside",
     "UnsupportedImage",
     "load_image",
     "reencode_jpeg",

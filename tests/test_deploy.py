@@ -119,6 +119,7 @@ def dockerignored(path: str, patterns: list[str]) -> bool:
     ("ml/weights/cydral-resnet10-v1.safetensors", True),  # training source: the image serves the .onnx
     ("api/main.py", False), ("ml/weights/cydral-resnet10-v1.onnx", False), ("alembic/env.py", False),
     ("ml/weights/yunet_s_dynamic.onnx", False),  # the second face detector, read at start-up
+    ("ml/weights/face_gate.npz", False),  # the face-quality gate's classifier, read at start-up
     ("alembic.ini", False), ("pyproject.toml", False), ("frontend/index.html", False),
 ])
 def test_the_build_context_holds_only_what_the_service_runs(path, ignored):

@@ -25,6 +25,7 @@
     ├── RateLimited               429 rate_limited, with Retry-After
     ├── AuthRateLimited           429 auth_rate_limited, with Retry-After: too many failed authentications
     ├── NoFaceDetected            422 no_face_detected
+    ├── NoFaceWorthAnAge          422 no_face_worth_an_age, with `reasons`: boxes were found, none worth an age
     ├── Overloaded                503 overloaded, with Retry-After: every processing slot is busy
     ├── ProcessingTimeout         503 processing_timeout, with Retry-After: the photo took too long
     └── DatabaseUnavailable       503 database_unavailable, with Retry-After
@@ -75,6 +76,10 @@ class Problem(BaseModel):
     detail: str
     code: str = Field(description="Stable, machine-readable; what clients should branch on.")
     errors: list[FieldError] | None = Field(None, description="Validation errors only: one per field.")
+    reasons: list[str] | None = Field(
+        None, description="`no_face_worth_an_age` only: why each box found was set aside (`not_a_face`, "
+                          "`too_blurred`, `too_small`), largest box first."
+    )
 
 
 class AppError(Exception):
@@ -242,6 +247,17 @@ class NoFaceDetected(AppError):
     detail = "No face was found in the photo, so nothing was stored."
 
 
+class NoFaceWorthAnAge(AppError):
+    status, code, title = 422, "no_face_worth_an_age", "No face worth an age"
+    WORDS = {"not_a_face": "does not look like a human face", "too_blurred": "is too blurred to read an age from",
+             "too_small": "is too small to read an age from"}
+
+    def __init__(self, reasons: list[str]) -> None:
+        what = "; ".join(f"box {i + 1} {self.WORDS.get(r, r)}" for i, r in enumerate(reasons))
+        super().__init__(f"The photo has no face worth an age ({what}), so nothing was stored.")
+        self.reasons = reasons
+
+
 class Overloaded(RetryLater):
     status, code, title = 503, "overloaded", "Service overloaded"
     detail = "Every processing slot is busy; try again shortly."
@@ -259,8 +275,9 @@ class DatabaseUnavailable(AppError):
 
 
 def problem(status: int, code: str, title: str, detail: str, *, headers: dict[str, str] | None = None,
-            errors: list[FieldError] | None = None) -> JSONResponse:
-    body = Problem(type=PROBLEM_TYPE + code, title=title, status=status, detail=detail, code=code, errors=errors)
+            errors: list[FieldError] | None = None, reasons: list[str] | None = None) -> JSONResponse:
+    body = Problem(type=PROBLEM_TYPE + code, title=title, status=status, detail=detail, code=code, errors=errors,
+                   reasons=reasons)
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers,
                         media_type=MEDIA_TYPE)
 
@@ -279,7 +296,7 @@ def _phrase(status: int) -> str:
 async def app_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
     return problem(exc.status, exc.code, exc.title, exc.detail, headers=exc.headers,
-                   errors=getattr(exc, "errors", None))
+                   errors=getattr(exc, "errors", None), reasons=getattr(exc, "reasons", None))
 
 
 async def image_error_handler(request: Request, exc: Exception) -> JSONResponse:

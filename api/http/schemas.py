@@ -35,16 +35,23 @@ class ImageSize(BaseModel):
     height: int
 
 
+QUALITY = ("How well the age step can read this face, 0-1: the weakest of its size, its sharpness and how "
+           "much it looks like a human face, each against the level below which a face is set aside.")
+SetAsideReason = Literal["not_a_face", "too_blurred", "too_small"]
+
+
 class DetectedFace(BaseModel):
     box: Box
     score: float = PydanticField(description="Detector confidence, 0-1.")
     keypoints: list[Point] = PydanticField(
         description="Right eye, left eye, nose tip, mouth, right ear, left ear (the person's right and left)."
     )
+    quality: float = PydanticField(description=QUALITY)
 
     @classmethod
-    def of(cls, face: ml.Face) -> DetectedFace:
-        return cls(box=_box(face.box), score=face.score, keypoints=[Point(x=p.x, y=p.y) for p in face.keypoints])
+    def of(cls, face: ml.Face, quality: float) -> DetectedFace:
+        return cls(box=_box(face.box), score=face.score, keypoints=[Point(x=p.x, y=p.y) for p in face.keypoints],
+                   quality=quality)
 
 
 class PredictedFace(DetectedFace):
@@ -53,7 +60,25 @@ class PredictedFace(DetectedFace):
 
     @classmethod
     def of_age(cls, face: ml.FaceAge) -> PredictedFace:
-        return cls(**DetectedFace.of(face.face).model_dump(), age=face.age, age_interval=face.age_interval)
+        return cls(**DetectedFace.of(face.face, face.quality).model_dump(), age=face.age,
+                   age_interval=face.age_interval)
+
+
+class SetAsideFace(BaseModel):
+    """A box the detector found that is given no age, and why."""
+
+    box: Box
+    score: float = PydanticField(description="Detector confidence, 0-1.")
+    reason: SetAsideReason = PydanticField(
+        description="`not_a_face`: not a human face (an animal, a hand, a pattern); `too_blurred`: too blurred "
+                    "to read an age from; `too_small`: too few pixels to read an age from."
+    )
+    quality: float = PydanticField(description=QUALITY)
+
+    @classmethod
+    def of(cls, aside: ml.SetAside) -> SetAsideFace:
+        return cls(box=_box(aside.face.box), score=aside.face.score, reason=aside.reason,  # type: ignore[arg-type]
+                   quality=aside.quality)
 
 
 def _box(box: ml.Box) -> Box:
@@ -63,25 +88,37 @@ def _box(box: ml.Box) -> Box:
 _BOX = {"x": 181.2, "y": 86.5, "width": 118.3, "height": 118.3}
 _KEYPOINTS = [{"x": 214.9, "y": 121.3}, {"x": 263.8, "y": 118.7}, {"x": 240.6, "y": 146.0},
               {"x": 241.2, "y": 170.4}, {"x": 189.9, "y": 130.2}, {"x": 293.5, "y": 124.6}]
-_FACE = {"box": _BOX, "score": 0.93, "keypoints": _KEYPOINTS}
+_FACE = {"box": _BOX, "score": 0.93, "keypoints": _KEYPOINTS, "quality": 1.0}
 _AGED_FACE = {**_FACE, "age": 41.7, "age_interval": [33.9, 50.2]}
+_ASIDE = {"box": {"x": 12.0, "y": 20.5, "width": 61.0, "height": 61.0}, "score": 0.71, "reason": "too_blurred",
+          "quality": 0.31}
+SET_ASIDE = ("Boxes the detector found that are not faces worth an age (no age is given for them), largest first; "
+             "empty when every box is.")
 _VERSION = "resnet10x3-utkface-v2"
 
 
 class DetectResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"image": {"width": 512, "height": 512},
-                                                               "faces": [_FACE]}]})
+                                                               "faces": [_FACE], "set_aside": [_ASIDE],
+                                                               "set_aside_count": 1}]})
     image: ImageSize
-    faces: list[DetectedFace] = PydanticField(description="Largest first.")
+    faces: list[DetectedFace] = PydanticField(description="Faces worth an age, largest first.")
+    set_aside: list[SetAsideFace] = PydanticField(description=SET_ASIDE)
+    set_aside_count: int = PydanticField(description="How many boxes were set aside: the length of `set_aside`.")
 
 
 class PredictResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"model_version": _VERSION,
                                                                "image": {"width": 512, "height": 512},
-                                                               "faces": [_AGED_FACE]}]})
+                                                               "faces": [_AGED_FACE], "set_aside": [_ASIDE],
+                                                               "set_aside_count": 1}]})
     model_version: str
     image: ImageSize
-    faces: list[PredictedFace] = PydanticField(description="Largest first; empty when no face was found.")
+    faces: list[PredictedFace] = PydanticField(
+        description="Faces worth an age, largest first; empty when none was found."
+    )
+    set_aside: list[SetAsideFace] = PydanticField(description=SET_ASIDE)
+    set_aside_count: int = PydanticField(description="How many boxes were set aside: the length of `set_aside`.")
 
 
 class SubmissionFace(BaseModel):

@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, UploadFile
 
 from api.core.errors import problem_responses
 from api.deps import MetricsDep, MultipartDep, PredictorDep, SettingsDep, SlotsDep, read_upload
-from api.http.schemas import DetectedFace, DetectResponse, ImageSize
+from api.http.schemas import DetectedFace, DetectResponse, ImageSize, SetAsideFace
 
 router = APIRouter(tags=["faces"])
 
@@ -25,9 +25,12 @@ IMAGE_ENCODING = {"requestBody": {"content": {"multipart/form-data": {
 async def detect_faces(image: ImageFile, settings: SettingsDep, predictor: PredictorDep,
                        slots: SlotsDep, metrics: MetricsDep) -> DetectResponse:
     """Boxes, scores and six keypoints per face, largest first, in pixels of the upright photo
-    (EXIF orientation applied)."""
+    (EXIF orientation applied). `faces` holds the faces worth an age; boxes that are not (an animal's
+    face, a face too blurred or too small to read) are listed in `set_aside` with their `reason`."""
     data = await read_upload(image, settings)
     found = await slots.run(predictor.detect, data)
     metrics.observe_photo("detect", found)
     return DetectResponse(image=ImageSize(width=found.width, height=found.height),
-                          faces=[DetectedFace.of(f) for f in found.faces])
+                          faces=[DetectedFace.of(f, q) for f, q in zip(found.faces, found.quality, strict=True)],
+                          set_aside=[SetAsideFace.of(s) for s in found.set_aside],
+                          set_aside_count=len(found.set_aside))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import MetricsDep, MultipartDep, PredictorDep, SettingsDep, SlotsDep, read_upload
-from api.http.schemas import ImageSize, PredictedFace, PredictResponse
+from api.http.schemas import ImageSize, PredictedFace, PredictResponse, SetAsideFace
 from api.routes.detect import IMAGE_ENCODING, IMAGE_ERRORS, ImageFile
 
 router = APIRouter(tags=["faces"])
@@ -16,10 +16,14 @@ router = APIRouter(tags=["faces"])
 async def predict_ages(image: ImageFile, settings: SettingsDep, predictor: PredictorDep,
                        slots: SlotsDep, metrics: MetricsDep) -> PredictResponse:
     """Each face as `/detect` finds it, with its apparent `age` and an `age_interval` likely to hold
-    it. A photo without a face is not an error: `faces` is empty. Nothing is stored."""
+    it. Only faces worth an age get one: the boxes `/detect` sets aside (an animal, a face too blurred
+    or too small) are listed in `set_aside`, without an age. A photo without a face is not an error:
+    `faces` is empty. Nothing is stored."""
     data = await read_upload(image, settings)
     result = await slots.run(predictor.predict, data)
     metrics.observe_photo("predict", result)
     return PredictResponse(model_version=result.model_version,
                            image=ImageSize(width=result.width, height=result.height),
-                           faces=[PredictedFace.of_age(f) for f in result.faces])
+                           faces=[PredictedFace.of_age(f) for f in result.faces],
+                           set_aside=[SetAsideFace.of(s) for s in result.set_aside],
+                           set_aside_count=len(result.set_aside))

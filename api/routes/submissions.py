@@ -22,7 +22,14 @@ from sqlalchemy import func
 from sqlalchemy.orm import defer
 from sqlmodel import col, select
 
-from api.core.errors import ConsentRequired, InvalidDeletionToken, NoFaceDetected, NotFound, problem_responses
+from api.core.errors import (
+    ConsentRequired,
+    InvalidDeletionToken,
+    NoFaceDetected,
+    NoFaceWorthAnAge,
+    NotFound,
+    problem_responses,
+)
 from api.core.metrics import Metrics
 from api.deps import (
     AdminDep,
@@ -140,8 +147,9 @@ class Assessed:
     model_version: str
 
 
-def assess(predictor: Predictor, data: bytes, metrics: Metrics) -> Assessed | None:
-    """Decode, predict, keep the largest face and re-encode the photo; None when there is no face.
+def assess(predictor: Predictor, data: bytes, metrics: Metrics) -> Assessed | list[str]:
+    """Decode, predict, keep the largest face worth an age and re-encode the photo; when there is
+    none, the reasons the boxes found were set aside (empty: no box at all).
 
     The stored photo is the decoded one (upright, possibly reduced for large photos), so the box is
     given in its pixels."""
@@ -151,9 +159,10 @@ def assess(predictor: Predictor, data: bytes, metrics: Metrics) -> Assessed | No
     prediction = predictor.predict(image)
     metrics.observe_photo("submissions", prediction, [("decode", decoded)])
     if not prediction.faces:
-        return None
+        return [s.reason for s in prediction.set_aside]
     largest = max(prediction.faces, key=lambda f: f.face.box.area)
-    face = FaceAge(largest.face.scaled(image.scale), largest.age, largest.age_interval, largest.age_spread)
+    face = FaceAge(largest.face.scaled(image.scale), largest.age, largest.age_interval, largest.age_spread,
+                   largest.quality)
     height, width = image.rgb.shape[:2]
     return Assessed(face, reencode_jpeg(image), width, height, prediction.model_version)
 
@@ -188,8 +197,9 @@ async def create_submission(image: ImageFile, first_name: FirstName, true_age: T
     """Predicts the age of the largest face (here, never taken from the client) and stores the photo
     re-encoded as JPEG, without EXIF or anything appended. Answers 201 once the row is committed,
     with a `deletion_token` shown only this once (or to a retry with the same `Idempotency-Key` and
-    the same request). Nothing is stored without consent (422 `consent_required`) or without a face
-    (422 `no_face_detected`)."""
+    the same request). Nothing is stored without consent (422 `consent_required`), without a face
+    (422 `no_face_detected`) or when no face found is worth an age (422 `no_face_worth_an_age`, with
+    the `reasons`: an animal's face, a face too blurred or too small)."""
     if not consent:
         raise ConsentRequired()
     data = await read_upload(image, settings)
@@ -203,8 +213,8 @@ async def create_submission(image: ImageFile, first_name: FirstName, true_age: T
             response.headers["Idempotent-Replayed"] = "true"
             return replayed
     assessed = await slots.run(assess, predictor, data, metrics)
-    if assessed is None:
-        raise NoFaceDetected()
+    if not isinstance(assessed, Assessed):
+        raise NoFaceWorthAnAge(assessed) if assessed else NoFaceDetected()
     token = secrets.token_urlsafe(32)
     box = assessed.face.face.box
     row = Submission(

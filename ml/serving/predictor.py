@@ -13,6 +13,7 @@ from ml.paths import DEFAULT_AGE_WEIGHTS
 from ml.serving import runtime
 from ml.serving.align import FaceAligner
 from ml.serving.faces import DetectorSettings, Face, FaceDetector
+from ml.serving.gate import FaceGate, Verdict
 from ml.serving.images import DEFAULT_MAX_PIXELS, DEFAULT_WORK_SIDE, LoadedImage, load_image
 
 
@@ -22,23 +23,36 @@ class FaceAge:
     age: float
     age_interval: tuple[float, float]
     age_spread: float
+    quality: float = 1.0  # the gate's (ml.gate): 0-1
+
+
+@dataclass(frozen=True, slots=True)
+class SetAside:
+    """A box the detector found that is not worth an age (ml.gate): `not_a_face`, `too_blurred`, `too_small`."""
+
+    face: Face
+    reason: str
+    quality: float
 
 
 @dataclass(frozen=True, slots=True)
 class Detection:
     width: int
     height: int
-    faces: list[Face]
+    faces: list[Face]  # worth an age
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    quality: list[float] = field(default_factory=list)  # the gate's, one for each of `faces`
+    set_aside: list[SetAside] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
     width: int
     height: int
-    faces: list[FaceAge]
+    faces: list[FaceAge]  # worth an age
     model_version: str
     timings: dict[str, float] = field(default_factory=dict)
+    set_aside: list[SetAside] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +78,11 @@ class Predictor:
     """
 
     def __init__(self, detector: FaceDetector, aligner: FaceAligner, age_model: runtime.AgeEstimator,
-                 settings: PredictorSettings, cpus: runtime.CpuShare | None = None) -> None:
+                 settings: PredictorSettings, cpus: runtime.CpuShare | None = None,
+                 gate: FaceGate | None = None) -> None:
         self.detector = detector
         self.aligner = aligner
+        self.gate = gate or FaceGate()
         self.age_model = age_model
         self.settings = settings
         self.cpus = cpus or runtime.CpuShare()  # photos in flight: see ml.serving.runtime
@@ -112,20 +128,37 @@ class Predictor:
         timings["decode"] = time.perf_counter() - t
         return loaded
 
-    def _faces(self, image: LoadedImage, timings: dict[str, float]) -> list[Face]:
-        """Faces in the pixels of the decoded (possibly reduced) image, largest first."""
+    def _faces(self, image: LoadedImage, timings: dict[str, float]) -> tuple[list[Face], np.ndarray, list[Verdict]]:
+        """Faces in the pixels of the decoded (possibly reduced) image, largest first, their chips and the
+        gate's verdict on each. The gate judges the chip the age step would read, in the pixels it is cut
+        from: a face that is small there gives a poor age, however large it is in the uploaded photo."""
         t = time.perf_counter()
-        faces = self.detector.detect(image.rgb)[: self.settings.max_faces]
+        faces = self.detector.detect(image.rgb)[: 2 * self.settings.max_faces]
         timings["detect"] = time.perf_counter() - t
-        return faces
+        t = time.perf_counter()
+        chips = self.chips(image, faces)
+        timings["align"] = time.perf_counter() - t
+        t = time.perf_counter()
+        verdicts = self.gate.judge([min(f.box.width, f.box.height) for f in faces], [f.score for f in faces], chips)
+        timings["gate"] = time.perf_counter() - t
+        return faces, chips, verdicts
+
+    def _split(self, faces: list[Face], verdicts: list[Verdict], scale: float) -> tuple[list[int], list[SetAside]]:
+        """Indices of the faces worth an age (at most `max_faces`), and the others, in photo pixels."""
+        kept = [i for i, v in enumerate(verdicts) if v.reason is None][: self.settings.max_faces]
+        aside = [SetAside(faces[i].scaled(1 / scale), v.reason, v.quality)
+                 for i, v in enumerate(verdicts) if v.reason is not None]
+        return kept, aside
 
     def detect(self, image: LoadedImage | bytes) -> Detection:
         with self.cpus.photo():
             timings: dict[str, float] = {}
             img = self._image(image, timings)
-            faces = [f.scaled(1 / img.scale) for f in self._faces(img, timings)]
+            faces, _, verdicts = self._faces(img, timings)
+            kept, aside = self._split(faces, verdicts, img.scale)
         runtime.photo_done()
-        return Detection(img.width, img.height, faces, timings)
+        return Detection(img.width, img.height, [faces[i].scaled(1 / img.scale) for i in kept], timings,
+                         [verdicts[i].quality for i in kept], aside)
 
     def chips(self, image: LoadedImage, faces: list[Face]) -> np.ndarray:
         return self.aligner.chips(image.rgb, [f.box for f in faces])
@@ -140,16 +173,14 @@ class Predictor:
         age_model = self.age_model  # once: a swap during this call does not mix two models
         timings: dict[str, float] = {}
         img = self._image(image, timings)
-        faces = self._faces(img, timings)
+        faces, chips, verdicts = self._faces(img, timings)
+        kept, aside = self._split(faces, verdicts, img.scale)
         t = time.perf_counter()
-        chips = self.chips(img, faces)
-        timings["align"] = time.perf_counter() - t
-        t = time.perf_counter()
-        face_px = np.array([f.box.width / img.scale for f in faces])  # in the photo as sent
-        estimates = age_model.estimate(chips, self.settings.coverage, face_px)
+        face_px = np.array([faces[i].box.width / img.scale for i in kept])  # in the photo as sent
+        estimates = age_model.estimate(chips[kept], self.settings.coverage, face_px) if kept else []
         timings["age"] = time.perf_counter() - t
         results = [
-            FaceAge(face.scaled(1 / img.scale), e.age, (e.low, e.high), e.spread)
-            for face, e in zip(faces, estimates, strict=True)
+            FaceAge(faces[i].scaled(1 / img.scale), e.age, (e.low, e.high), e.spread, verdicts[i].quality)
+            for i, e in zip(kept, estimates, strict=True)
         ]
-        return Prediction(img.width, img.height, results, age_model.version, timings)
+        return Prediction(img.width, img.height, results, age_model.version, timings, aside)

@@ -23,8 +23,10 @@ async def test_predict_gives_one_aged_face_for_the_astronaut(client, face_png):
     body = response.json()
     assert body["image"] == {"width": 512, "height": 512}
     [face] = body["faces"]
-    assert set(face) == {"box", "score", "keypoints", "age", "age_interval"}
+    assert set(face) == {"box", "score", "keypoints", "quality", "age", "age_interval"}
     assert set(face["box"]) == {"x", "y", "width", "height"}
+    assert 0.5 <= face["quality"] <= 1  # a sharp, large, frontal face
+    assert body["set_aside"] == [] and body["set_aside_count"] == 0
     assert len(face["keypoints"]) == 6 and set(face["keypoints"][0]) == {"x", "y"}
     low, high = face["age_interval"]
     assert 25 <= face["age"] <= 60 and low < face["age"] < high
@@ -40,7 +42,7 @@ async def test_predict_reports_the_predictors_model_version(client, face_png):
 async def test_predict_without_a_face_is_not_an_error(client, noface_png):
     response = await client.post("/predict", files=upload(noface_png))
     assert response.status_code == 200
-    assert response.json()["faces"] == []
+    assert response.json()["faces"] == [] and response.json()["set_aside_count"] == 0
 
 
 async def test_detect_finds_faces_without_ages(client, face_png):
@@ -49,7 +51,8 @@ async def test_detect_finds_faces_without_ages(client, face_png):
     body = response.json()
     assert "model_version" not in body
     [face] = body["faces"]
-    assert set(face) == {"box", "score", "keypoints"}
+    assert set(face) == {"box", "score", "keypoints", "quality"}
+    assert body["set_aside"] == [] and body["set_aside_count"] == 0
 
 
 async def test_detect_finds_several_faces_largest_first(client):

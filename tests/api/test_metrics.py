@@ -42,7 +42,7 @@ async def test_a_prediction_shows_in_requests_stages_faces_and_ages(client, face
     assert grew("whatsmyage_http_requests_total", **route) == 1
     assert grew("whatsmyage_http_request_duration_seconds_count", **route) == 1
     assert grew("whatsmyage_http_request_duration_seconds_bucket", **route, le="+Inf") == 1
-    for stage in ("decode", "detect", "align", "age"):
+    for stage in ("decode", "detect", "align", "gate", "age"):
         assert grew("whatsmyage_stage_seconds_count", stage=stage) == 1, stage
         assert grew("whatsmyage_stage_seconds_sum", stage=stage) > 0, stage
     assert grew("whatsmyage_faces_per_photo_count", endpoint="predict") == 1
@@ -79,7 +79,7 @@ async def test_a_submission_counts_as_stored_and_its_deletion_as_deleted_and_nei
     assert value(middle, "whatsmyage_submissions_stored_total") - value(
         before, "whatsmyage_submissions_stored_total") == 1
     # the photo went through every stage too, decode included (done apart from the prediction there)
-    for stage in ("decode", "detect", "align", "age"):
+    for stage in ("decode", "detect", "align", "gate", "age"):
         assert value(middle, "whatsmyage_stage_seconds_count", stage=stage) - value(
             before, "whatsmyage_stage_seconds_count", stage=stage) == 1, stage
 

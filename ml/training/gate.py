@@ -1,0 +1,182 @@
+"""Train the gate's face classifier (ml/serving/gate.py) on the CPU: human faces against the detector's false boxes.
+
+    .venv/bin/python -m ml.training.gate --stamps /usr/share/tuxpaint/stamps [--utkface ../shared/data/utkface]
+
+Human faces: UTKFace training-split faces (never validation or test), set at 20-200 px on procedural
+backgrounds, some gray, found by the detector and aligned as served. Not faces: the detector's boxes,
+at scores lowered to mine more of them, on Tux Paint's photo stamps (Debian `tuxpaint-stamps`: animals,
+clothes, household things, food, toys; not its people) set on the same backgrounds, and on the
+backgrounds alone. The twenty animals of bench/photos are left out. Logistic regression in numpy;
+the weights go to ml/weights/face_gate.npz (ml/serving/gate.py reads them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ml.paths import SPLIT_FILE
+from ml.serving import gate
+from ml.serving.align import FaceAligner
+from ml.serving.faces import DetectorSettings, FaceDetector
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository
+STAMP_KINDS = ("animals", "clothes", "household", "food", "hobbies", "sports", "seasonal", "medical", "town")
+HELD_OUT = {
+    "owl",
+    "gorilla",
+    "tamarin_emperor",
+    "bear",
+    "european-bear",
+    "tiger",
+    "koala",
+    "rabbit-2",
+    "cow_white",
+    "ferret",
+    "edward_bear",
+    "lion-2",
+    "dog",
+    "fox",
+    "chimp",
+    "sheep_lamb",
+    "goat",
+    "pig_golden",
+    "rabbit_little",
+    "dingo",
+}  # in bench/photos
+
+
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+    from bench.detection_set import TEXTURES, texture
+
+    if rng.random() < 0.3:
+        return np.full((h, w, 3), rng.integers(30, 230, 3), np.uint8)
+    return texture(rng, w, h, str(rng.choice(TEXTURES)))
+
+
+def mine(utkface: Path, stamps: Path, faces: int, scenes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    # looser than served, to find more of what the detector could take for a face
+    loose = DetectorSettings(min_score=0.4, short_min_score=0.4, tile_min_score=0.5, yunet_min_score=0.4)
+    det, aligner = FaceDetector(loose, size=1), FaceAligner()
+    chips, labels = [], []
+    split = csv.DictReader(SPLIT_FILE.open())
+    names = [r["file"] for r in split if r["split"] == "train"]
+    files = [p for k in STAMP_KINDS for p in (stamps / k).rglob("*.png") if p.stem not in HELD_OUT]
+    try:
+        for i in range(faces + scenes):
+            w, h = int(rng.integers(320, 900)), int(rng.integers(320, 900))
+            canvas = Image.fromarray(_background(rng, w, h))
+            truth = None
+            if i < faces:
+                side = int(math.exp(rng.uniform(math.log(24), math.log(min(w, h) * 0.9))))
+                crop = Image.open(utkface / "images" / names[int(rng.integers(len(names)))]).convert("RGB")
+                crop = crop.resize((side, side), Image.Resampling.LANCZOS)
+                if rng.random() < 0.2:
+                    crop = crop.convert("L").convert("RGB")
+                x, y = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+                canvas.paste(crop, (x, y))
+                truth = (x + 0.1 * side, y + 0.1 * side, 0.8 * side, 0.8 * side)
+            if i >= faces or rng.random() < 0.5:  # not faces beside some faces too
+                for _ in range(int(rng.integers(1, 4))):
+                    st = Image.open(files[int(rng.integers(len(files)))]).convert("RGBA")
+                    s = rng.uniform(0.3, 1.0) * min(w / st.width, h / st.height)
+                    st = st.resize((max(8, int(st.width * s)), max(8, int(st.height * s))))
+                    at = (int(rng.integers(0, max(1, w - st.width))), int(rng.integers(0, max(1, h - st.height))))
+                    if truth is not None and _iou((*at, st.width, st.height), truth) > 0:
+                        continue  # beside the face, never over it: a covered face is no example of either
+                    canvas = canvas.convert("RGBA")
+                    canvas.alpha_composite(st, at)
+                canvas = canvas.convert("RGB")
+            rgb = np.asarray(canvas)
+            for f in det.detect(rgb):
+                b = (f.box.x, f.box.y, f.box.width, f.box.height)
+                near = truth is not None and _iou(b, truth) > 0.3
+                if truth is not None and not near and _iou(b, truth) > 0:
+                    continue  # part of the face: neither
+                chips.append(aligner.chip(rgb, f.box))
+                labels.append(1 if near else 0)
+    finally:
+        det.close()
+    return np.stack(chips), np.array(labels, np.float32)
+
+
+def fit(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, steps: int = 3000) -> tuple[np.ndarray, float]:
+    """Logistic regression by gradient descent, classes weighted equally."""
+    w, b = np.zeros(x.shape[1], np.float64), 0.0
+    weight = np.where(y == 1, 0.5 / y.mean(), 0.5 / (1 - y.mean()))
+    lr = 0.5
+    for _ in range(steps):
+        p = 1 / (1 + np.exp(-(x @ w + b)))
+        g = (p - y) * weight / len(y)
+        w -= lr * (x.T @ g + l2 * w)
+        b -= lr * g.sum()
+    return w.astype(np.float32), float(b)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--utkface", type=Path, default=ROOT.parent / "shared" / "data" / "utkface")
+    ap.add_argument("--stamps", type=Path, default=Path("/usr/share/tuxpaint/stamps"))
+    ap.add_argument("--faces", type=int, default=1500)
+    ap.add_argument("--scenes", type=int, default=2500)
+    ap.add_argument("--seed", type=int, default=22)
+    ap.add_argument("--out", type=Path, default=gate.CLASSIFIER)
+    ap.add_argument("--cache", type=Path, default=ROOT / "data" / "gate-chips.npz")
+    args = ap.parse_args()
+    if args.cache.exists():
+        d = np.load(args.cache)
+        chips, labels = d["chips"], d["labels"]
+    else:
+        chips, labels = mine(args.utkface, args.stamps, args.faces, args.scenes, args.seed)
+        args.cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(args.cache, chips=chips, labels=labels)
+    print(f"chips: {int(labels.sum())} faces, {int((1 - labels).sum())} not faces")
+    rng = np.random.default_rng(args.seed)
+    held = rng.random(len(chips)) < 0.2  # a fifth to check on, before fitting on all
+    x, y = augmented(chips, labels, rng)
+    xh, yh = augmented(chips[held], labels[held], rng)
+    xt, yt = augmented(chips[~held], labels[~held], rng)
+    mean, scale = xt.mean(0), xt.std(0) + 1e-6
+    w, b = fit((xt - mean) / scale, yt)
+    p = 1 / (1 + np.exp(-(((xh - mean) / scale) @ w + b)))
+    face = yh == 1
+    print(
+        f"held-out fifth (with its flipped and blurred copies): faces over {gate.MIN_FACE_PROB} "
+        f"{np.mean(p[face] >= gate.MIN_FACE_PROB):.1%}, not faces under {np.mean(p[~face] < gate.MIN_FACE_PROB):.1%}"
+    )
+    mean, scale = x.mean(0), x.std(0) + 1e-6
+    w, b = fit((x - mean) / scale, y)
+    np.savez(args.out, mean=mean.astype(np.float32), scale=scale.astype(np.float32), weights=w, bias=np.float32(b))
+    print(f"wrote {args.out}")
+
+
+def augmented(chips: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Features of each chip, its mirror image and a slightly blurred copy (sigma 0.3-1.2 chip pixels,
+    about blur 1-2% of the face's width, which bench/face_quality.py finds still worth an age): neither
+    the side a face turns to nor a little blur should make it less of a face."""
+    from PIL import ImageFilter
+
+    feats, ys = [], []
+    for c, y in zip(chips, labels, strict=True):
+        blurred = np.asarray(Image.fromarray(c).filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2))))
+        for v in (c, c[:, ::-1], blurred):
+            feats.append(gate.features(np.ascontiguousarray(v)))
+            ys.append(y)
+    return np.stack(feats).astype(np.float64), np.array(ys, np.float32)
+
+
+if __name__ == "__main__":
+    main()
