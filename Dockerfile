@@ -1,5 +1,5 @@
 # whatsmyage: the API and the UI it serves, on a slim Python 3.11. The age networks run on ONNX
-# Runtime (ml/runtime.py): the image holds no torch, which only training and `python -m ml export` need.
+# Runtime (ml/serving/runtime.py): the image holds no torch, which only training and `python -m ml export` need.
 #
 #   docker build -t whatsmyage .
 #   docker run --rm -p 8000:8000 -e DATABASE_URL=postgresql://... -e ADMIN_TOKEN=... whatsmyage

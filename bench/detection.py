@@ -1,6 +1,6 @@
 """Face detection: faces found and false faces per category, the old detector and the new side by side.
 
-    .venv/bin/python bench/detection.py [--set data/detection-set] [--utkface ../shared/data/utkface]
+    .venv/bin/python -m bench.detection [--set data/detection-set] [--utkface ../shared/data/utkface]
                                         [--crops-split test] [--part all|dev|held-out]
 
 Needs the evaluation set that `make detection-set` (bench/detection_set.py) generates. Both detectors
@@ -38,13 +38,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-# Import from the repository root, not bench/ (whose http.py would shadow the standard `http`).
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-import ml.faces  # noqa: E402
-from bench.machine import describe  # noqa: E402
-from ml.faces import DetectorSettings, Face, FaceDetector, YuNet  # noqa: E402
-from ml.images import load_image  # noqa: E402
+from bench.machine import describe
+from ml.serving import blazeface
+from ml.serving.faces import DetectorSettings, Face, FaceDetector
+from ml.serving.images import load_image
+from ml.serving.yunet import YuNet
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,7 +68,7 @@ SIZE_BANDS = [(0, 32), (32, 64), (64, 10_000)]
 
 
 MODEL_RUNS: list[int] = [0, 0]  # BlazeFace runs (either model) and YuNet runs since the last reset
-_run = ml.faces._run
+_run = blazeface.run
 _yunet_detect = YuNet.detect
 
 
@@ -85,7 +83,7 @@ def _counted_yunet(*args, **kwargs):  # type: ignore[no-untyped-def]
 
 
 # counts the detector's passes: a cost that a busy machine does not blur
-ml.faces._run = _counted_run
+blazeface.run = _counted_run
 YuNet.detect = _counted_yunet  # type: ignore[method-assign]
 
 

@@ -1,6 +1,6 @@
 """Generate the face-detection evaluation set under data/detection-set/ (git-ignored), deterministically.
 
-    .venv/bin/python bench/detection_set.py [--faces ../shared/data/faces] [--utkface ../shared/data/utkface]
+    .venv/bin/python -m bench.detection_set [--faces ../shared/data/faces] [--utkface ../shared/data/utkface]
                                             [--out data/detection-set] [--scenes 300] [--held-out 100]
 
 `manifest.tsv` lists every image with its kind, its variant, its part, the exact number of faces and,
@@ -33,16 +33,13 @@ import csv
 import hashlib
 import io
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-sys.path[0] = str(Path(__file__).resolve().parent.parent)  # import from the repository root
-
-from ml.images import load_image  # noqa: E402
+from ml.serving.images import load_image
 
 ROOT = Path(__file__).resolve().parent.parent
 Box = tuple[float, float, float, float]  # x, y, width, height
@@ -136,7 +133,7 @@ def _rotate(rgb: np.ndarray, boxes: list[Box] | None, angle: int) -> tuple[np.nd
 
 def photos(faces_dir: Path) -> tuple[list[Item], list[Item]]:
     """(colour photos with people, photos without people) from `faces_dir`, upright as served."""
-    from ml.faces import DetectorSettings, FaceDetector
+    from ml.serving.faces import DetectorSettings, FaceDetector
 
     with_people, without = [], []
     det = FaceDetector(DetectorSettings.v1(), size=1)
@@ -239,7 +236,7 @@ def _noise(rng: np.random.Generator, w: int, h: int, cell: int) -> np.ndarray:
 
 def face_pool(utkface: Path) -> list[tuple[str, Box]]:
     """Validation-split UTKFace crops with the detector's box of each face (see the module's docstring)."""
-    from ml.faces import DetectorSettings, FaceDetector
+    from ml.serving.faces import DetectorSettings, FaceDetector
 
     cache = ROOT / "data" / "detection-set-cache" / "utkface-val-boxes.tsv"
     split = ROOT / "ml" / "splits" / "utkface.csv"

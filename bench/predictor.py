@@ -1,14 +1,14 @@
 """Predictor latency per stage, the served runtime against the torch reference, and memory. `make bench`.
 
-    .venv/bin/python bench/predictor.py [--repeat 50] [--weights W.onnx] [--threads N]
+    .venv/bin/python -m bench.predictor [--repeat 50] [--weights W.onnx] [--threads N]
 
 Photos: a 640x480 one-face JPEG and a 12-megapixel (4000x3000) JPEG, both made from the astronaut
 fixture, and the 6-face group photo from ../shared/data/faces when present. The same predictor
-(detector, aligner) runs each photo with the served age model (ONNX Runtime, `ml.runtime`) and with
+(detector, aligner) runs each photo with the served age model (ONNX Runtime, `ml.serving.runtime`) and with
 the torch reference made from the .safetensors beside it (the old path, while torch is installed),
 alternately, after a warm-up; medians per stage (decode, detect, align, age) and end to end. Each
 path runs with one thread (a photo under load: one CPU each) and with every CPU (a photo alone on an
-idle machine, whose age step `ml.runtime.CpuShare` spreads out; torch gets as many threads; here it
+idle machine, whose age step `ml.serving.runtime.CpuShare` spreads out; torch gets as many threads; here it
 spreads whatever the load average says, so that what spreading gives on this machine shows). Then the age network on N
 chips one at a time and in one batch, and the resident memory: the served path is measured before
 torch is imported. `BlazeFace v2` paths: the served age model behind the detector as it was before
@@ -29,14 +29,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-# Import from the repository root, not bench/ (whose http.py would shadow the standard `http`).
-sys.path[0] = str(ROOT)
+from bench.machine import describe
+from ml.paths import DEFAULT_AGE_WEIGHTS
+from ml.serving import runtime
+from ml.serving.faces import DetectorSettings, FaceDetector
+from ml.serving.predictor import Predictor
 
-from bench.machine import describe  # noqa: E402
-from ml import runtime  # noqa: E402
-from ml.faces import DetectorSettings, FaceDetector  # noqa: E402
-from ml.predictor import DEFAULT_AGE_WEIGHTS, Predictor  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 GROUP_PHOTO = ROOT.parent / "shared" / "data" / "faces" / "multi_insightface_t1.jpg"
 STAGES = ("decode", "detect", "align", "age")
@@ -85,7 +84,7 @@ def torch_reference(weights: Path) -> tuple[runtime.AgeEstimator, object] | None
     try:
         import torch
 
-        from ml.agemodel import load_age_model
+        from ml.training.agemodel import load_age_model
     except ImportError:
         return None
     return load_age_model(source), torch

@@ -1,9 +1,9 @@
-"""Training recipes side by side: several `ml.train` runs (and ensembles of them) in one go.
+"""Training recipes side by side: several `ml.training.train` runs (and ensembles of them) in one go.
 
     # here: pack the cached train + validation chips (JPEG, about 40 MB), never the test split
-    .venv/bin/python bench/train_sweep.py pack --data ../shared/data/utkface/images --out .device/chips.npz
+    .venv/bin/python -m bench.train_sweep pack --data ../shared/data/utkface/images --out .device/chips.npz
     # on a GPU machine (or here, slowly): run the recipes, several at once, within a time budget
-    python3 bench/train_sweep.py run --chips .device/chips.npz --out $OUT --minutes 7
+    python3 -m bench.train_sweep run --chips .device/chips.npz --out $OUT --minutes 7
 
 Each recipe is a `TrainConfig`; results (validation MAE per epoch, calibrated MAE, coverage, by
 band) go to `sweep.json`, the run folders without weights to `runs.tar.gz`, and the best weights
@@ -18,7 +18,6 @@ import io
 import json
 import multiprocessing as mp
 import shutil
-import sys
 import tarfile
 import time
 import traceback
@@ -26,11 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-# Import from the repository root, not bench/ (whose http.py would shadow the standard `http`).
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-from ml.chips import ChipSet  # noqa: E402
-from ml.train import AUGMENTATIONS, TrainConfig  # noqa: E402
+from ml.training.chips import ChipSet
+from ml.training.train import AUGMENTATIONS, TrainConfig
 
 STRONG = AUGMENTATIONS["strong"]
 
@@ -79,7 +75,7 @@ def recipes() -> dict[str, TrainConfig]:
 def pack(data: list[Path], out: Path, quality: int = 85) -> None:
     from PIL import Image
 
-    from ml.train import load_data
+    from ml.training.train import load_data
 
     train, val = load_data(TrainConfig(data=[str(d) for d in data]))
     arrays = {}
@@ -116,7 +112,7 @@ def unpack(path: Path) -> tuple[ChipSet, ChipSet]:
 def _one(name: str, cfg: TrainConfig, chips: Path, out: Path, threads: int) -> None:
     import torch
 
-    from ml.train import train
+    from ml.training.train import train
 
     torch.set_num_threads(threads)
     torch.backends.cudnn.benchmark = True
@@ -134,7 +130,7 @@ def ensemble_mae(runs: list[Path], val: ChipSet) -> dict[str, float]:
     """Validation MAE and coverage of the average of the runs' calibrated distributions."""
     import torch
 
-    from ml.agemodel import load_age_model, summarise
+    from ml.training.agemodel import load_age_model, summarise
 
     models = [load_age_model(r / "model.safetensors") for r in runs]
     faces = val.centre(64)

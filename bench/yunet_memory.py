@@ -1,7 +1,7 @@
-"""What YuNet's ONNX Runtime arena costs in memory and saves in time: `ml.faces.YuNet`'s `memory` modes
+"""What YuNet's ONNX Runtime arena costs in memory and saves in time: `ml.serving.yunet.YuNet`'s `memory` modes
 side by side (keep the arena, shrink it after every run, shrink it after large inputs only, no arena).
 
-    .venv/bin/python bench/yunet_memory.py [--photos 200] [--repeat 3]
+    .venv/bin/python -m bench.yunet_memory [--photos 200] [--repeat 3]
 
 Memory: each mode in a fresh process set up as the service sets itself up (`tune_allocator` before
 loading, `photo_done` after each photo), the served `FaceDetector` on `--photos` mixed photos decoded as
@@ -28,13 +28,12 @@ import numpy as np
 import psutil
 from PIL import Image
 
-sys.path[0] = str(Path(__file__).resolve().parent.parent)  # import from the repository root
-
-from bench.machine import describe  # noqa: E402
-from bench.predictor import photos as predictor_photos  # noqa: E402
-from ml.faces import YUNET_MEMORY, FaceDetector, YuNet  # noqa: E402
-from ml.images import load_image  # noqa: E402
-from ml.runtime import photo_done, tune_allocator  # noqa: E402
+from bench.machine import describe
+from bench.predictor import photos as predictor_photos
+from ml.serving.faces import FaceDetector
+from ml.serving.images import load_image
+from ml.serving.runtime import photo_done, tune_allocator
+from ml.serving.yunet import YUNET_MEMORY, YuNet
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1 << 20
@@ -106,7 +105,7 @@ def main() -> None:
         rss = json.loads(child.stdout.strip().splitlines()[-1])
         print(f"  {memory:13} " + "  ".join(f"{k} {v:6.1f}" for k, v in rss.items()))
 
-    tune_allocator()  # as the service: with it, every buffer of 1 MiB or more is fresh pages (ml/runtime.py)
+    tune_allocator()  # as the service: with it, every buffer of 1 MiB or more is fresh pages (ml/serving/runtime.py)
     photos = {k: load_image(v).rgb for k, v in photo_set(args.set).items()}
     dets = {m: detector(m) for m in modes}
     times: dict[str, dict[str, list[float]]] = {m: {k: [] for k in photos} for m in modes}

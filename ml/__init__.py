@@ -1,7 +1,12 @@
-"""Face detection, alignment and age estimation. Imports nothing from `api/` or FastAPI."""
+"""Face detection, alignment and age estimation. Imports nothing from `api/` or FastAPI.
 
-from ml.faces import Box, Face, Point
-from ml.images import (
+`ml.serving`: what the service runs (no torch); `ml.training`: the torch side (networks, data,
+training, evaluation, the ONNX export); `ml.paths`: where the weights are; `ml.bands`: the age bands;
+`ml.batch`: bulk scoring on Ray. The names below are the package's public face.
+"""
+
+from ml.serving.boxes import Box, Face, Point
+from ml.serving.images import (
     CorruptImage,
     EmptyImage,
     ImageError,
@@ -11,7 +16,7 @@ from ml.images import (
     load_image,
     reencode_jpeg,
 )
-from ml.predictor import Detection, FaceAge, Prediction, Predictor, PredictorSettings
+from ml.serving.predictor import Detection, FaceAge, Prediction, Predictor, PredictorSettings
 
 __all__ = [
     "Box",

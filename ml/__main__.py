@@ -8,12 +8,12 @@ import os
 import sys
 from pathlib import Path
 
-from ml.predictor import DEFAULT_AGE_WEIGHTS
+from ml.paths import DEFAULT_AGE_WEIGHTS
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ml.images import ImageError
-    from ml.predictor import Predictor
+    from ml.serving.images import ImageError
+    from ml.serving.predictor import Predictor
 
     status = 0
     with Predictor.load(args.weights) as predictor:
@@ -71,7 +71,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ml.evaluate import run
+    from ml.training.evaluate import run
 
     run(args.folders, args.weights or [DEFAULT_AGE_WEIGHTS], split=args.split, workers=args.workers,
         coverage=args.coverage, json_out=args.json)
@@ -79,7 +79,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_split(args: argparse.Namespace) -> int:
-    from ml.data import SPLIT_FILE, load_split, scan
+    from ml.paths import SPLIT_FILE
+    from ml.training.data import load_split, scan
 
     samples, skipped = scan(args.folders)
     split = load_split(samples, args.folders, split_file=args.out if args.out.exists() else None)
@@ -91,7 +92,7 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ml.train import AUGMENTATIONS, TrainConfig, train
+    from ml.training.train import AUGMENTATIONS, TrainConfig, train
 
     cfg = TrainConfig.for_arch(
         args.arch, data=[str(d) for d in args.data], data_weights=args.data_weight or [],
@@ -109,14 +110,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
-    from ml.ensemble import build
+    from ml.training.ensemble import build
 
     build(args.members, args.data, args.version, args.out, half=not args.float32)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ml.export import export
+    from ml.training.onnx_export import export
 
     export(args.weights, args.out)
     return 0
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_batch)
 
-    from ml.data import SPLIT_FILE
+    from ml.paths import SPLIT_FILE
 
     e = sub.add_parser("evaluate", help="MAE of age models on UTKFace-style folders (the whole pipeline)")
     e.add_argument("folders", nargs="+", type=Path)

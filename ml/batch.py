@@ -2,7 +2,7 @@
 
 One row per photo file: the number of faces and, for the largest face, its age, the 80% interval
 and the box, with the model's version; a file that cannot be read or decoded is a row with the
-error `code` the API would answer (`ml.images.ImageError.code`, `file_too_large`), or
+error `code` the API would answer (`ml.serving.images.ImageError.code`, `file_too_large`), or
 `unreadable_file` for a file that cannot be opened at all (the API never opens files).
 
 The driver lists the inputs as it walks them (folders, glob patterns, files), writing the paths
@@ -16,12 +16,9 @@ already has a row for are skipped. Photos must lie at the same path on every nod
 from __future__ import annotations
 
 import atexit
-import csv
 import glob
-import json
 import logging
 import os
-import shutil
 import stat
 import sys
 import time
@@ -33,9 +30,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from ml.batch_output import COLUMNS, SCHEMA, open_output, output_format
 
 log = logging.getLogger("ml.batch")
+
+# What `python -m ml batch` (ml/__main__.py) and the tests use; the output file is ml/batch_output.py's.
+__all__ = ["COLUMNS", "DEFAULT_MAX_BYTES", "UNREADABLE", "Summary", "check_inputs", "connect", "list_files",
+           "output_format", "run"]
 
 # Walking a folder takes these; files named on the command line (or matched by a pattern) are all taken.
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
@@ -44,7 +46,6 @@ PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 LISTING_BLOCK = 100
 READ_BATCH = 16  # files a read task hands on at once (at most 16 x max_bytes in flight per task)
 SCORE_BATCH = 16  # photos an actor scores per call
-PARQUET_ROWS = 10_000  # rows per Parquet part: what an interrupted run may have to redo
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024  # the API's default upload limit (WMA_MAX_UPLOAD_BYTES)
 # Logical CPUs an actor asks of Ray. An actor runs one thread, but asking a whole CPU per actor
 # with one actor per CPU leaves nothing for the read tasks, and the pipeline stalls.
@@ -54,30 +55,6 @@ READ_CPUS = 0.25  # reading a file waits on the disk more than it computes
 UNREADABLE = "unreadable_file"  # the file cannot be opened or read (missing, not a regular file, I/O error)
 TOO_LARGE = "file_too_large"  # as the API answers a file over its upload limit
 INTERNAL = "internal_error"  # as the API answers an unexpected failure (logged)
-
-SCHEMA = pa.schema([
-    ("file", pa.string()),
-    ("faces", pa.int32()),
-    ("age", pa.float64()),
-    ("age_low", pa.float64()),
-    ("age_high", pa.float64()),
-    ("box_x", pa.float64()),
-    ("box_y", pa.float64()),
-    ("box_width", pa.float64()),
-    ("box_height", pa.float64()),
-    ("model_version", pa.string()),
-    ("error", pa.string()),
-])
-COLUMNS = SCHEMA.names
-FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-
-
-def output_format(out: Path) -> str:
-    """`csv`, `parquet` or `jsonl` by the extension of `out`; ValueError for anything else."""
-    fmt = FORMATS.get(out.suffix.lower())
-    if fmt is None:
-        raise ValueError(f"--out must end in {', '.join(FORMATS)}: {out}")
-    return fmt
 
 
 # --- the listing -------------------------------------------------------------------------------------
@@ -245,14 +222,14 @@ class ScorePhotos:
     """A Ray actor's work: holds one `Predictor` (loaded once) and scores batches of photos."""
 
     def __init__(self, weights: str | None) -> None:
-        from ml.predictor import Predictor, PredictorSettings
+        from ml.serving.predictor import Predictor, PredictorSettings
 
         # One thread, one detector graph: the pool has an actor per CPU, each scoring one photo at a time.
         self.predictor = Predictor.load(weights, PredictorSettings(parallel=1), threads=1)
         atexit.register(self.predictor.close)  # before the interpreter tears down MediaPipe's modules
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from ml.images import ImageError
+        from ml.serving.images import ImageError
 
         rows = []
         for file, data, error in zip(batch.column("file").to_pylist(), batch.column("data").to_pylist(),
@@ -269,177 +246,6 @@ class ScorePhotos:
                 rows.append(error_row(file, INTERNAL))
         return pa.Table.from_pylist(rows, schema=SCHEMA)
 
-
-# --- the output --------------------------------------------------------------------------------------
-
-
-def complete_size(path: Path) -> int:
-    """Bytes up to the end of the last complete line (0 when there is none)."""
-    with path.open("rb") as f:
-        end = f.seek(0, os.SEEK_END)
-        while end > 0:
-            start = max(0, end - (1 << 16))
-            f.seek(start)
-            at = f.read(end - start).rfind(b"\n")
-            if at >= 0:
-                return start + at + 1
-            end = start
-    return 0
-
-
-def not_ours(path: Path) -> ValueError:
-    return ValueError(f"{path} exists and is not an output of this command: give another --out")
-
-
-def drop_partial_line(path: Path, starts: tuple[bytes, ...]) -> None:
-    """Cut a last line left unfinished by an interrupted run, if it begins as one of ours would (one
-    of `starts`, or a piece of one); anything else is someone else's file, and is left alone."""
-    end = complete_size(path)
-    with path.open("rb") as f:
-        f.seek(end)
-        tail = f.read(max(len(s) for s in starts))
-    if not tail:
-        return
-    if not any(tail.startswith(s) or s.startswith(tail) for s in starts):
-        raise not_ours(path)
-    os.truncate(path, end)
-
-
-def first_line(path: Path) -> bytes:
-    with path.open("rb") as f:
-        return f.readline()
-
-
-class CsvOutput:
-    header = (",".join(COLUMNS) + "\r\n").encode()  # the csv module ends lines with CRLF
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def done(self) -> Iterator[str]:
-        if not self.path.exists():
-            return
-        head = first_line(self.path)
-        if head.endswith(b"\n") and head.rstrip(b"\r\n") != self.header.rstrip(b"\r\n"):
-            raise not_ours(self.path)
-        # An unfinished header, or an unfinished row: rows begin with an absolute path, maybe quoted.
-        drop_partial_line(self.path, (self.header,) if not head.endswith(b"\n") else (b"/", b'"/'))
-        with self.path.open(newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
-            next(reader, None)
-            for row in reader:
-                yield row[0]
-
-    def open(self) -> None:
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        self.file = self.path.open("a", newline="", encoding="utf-8")
-        self.writer = csv.writer(self.file)
-        if new:
-            self.writer.writerow(COLUMNS)
-            self.file.flush()
-
-    def write(self, table: pa.Table) -> None:
-        for row in table.to_pylist():
-            self.writer.writerow(["" if row[c] is None else row[c] for c in COLUMNS])
-        self.file.flush()
-
-    def close(self) -> None:
-        self.file.close()
-
-
-class JsonLinesOutput:
-    start = b'{"file": '  # every row begins so: json.dumps keeps the schema's order
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def done(self) -> Iterator[str]:
-        if not self.path.exists():
-            return
-        head = first_line(self.path)
-        if head.endswith(b"\n") and not head.startswith(self.start):
-            raise not_ours(self.path)
-        drop_partial_line(self.path, (self.start,))
-        with self.path.open(encoding="utf-8") as f:
-            for line in f:
-                row = json.loads(line)
-                if not isinstance(row, dict) or "file" not in row:
-                    raise not_ours(self.path)
-                yield row["file"]
-
-    def open(self) -> None:
-        self.file = self.path.open("a", encoding="utf-8")
-
-    def write(self, table: pa.Table) -> None:
-        self.file.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in table.to_pylist())
-        self.file.flush()
-
-    def close(self) -> None:
-        self.file.close()
-
-
-class ParquetOutput:
-    """Rows go to complete Parquet files in `<out>.parts/` as the run goes (a Parquet file is only
-    readable once closed), and are joined into `<out>` at the end; a rerun counts both as done."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.parts = path.with_name(path.name + ".parts")
-        self.pending: list[pa.Table] = []
-        self.rows = 0
-
-    def _files(self) -> list[Path]:
-        files = [self.path] if self.path.exists() else []
-        return files + (sorted(self.parts.glob("*.parquet")) if self.parts.is_dir() else [])
-
-    def done(self) -> Iterator[str]:
-        for file in self._files():
-            try:
-                parquet = pq.ParquetFile(file)
-            except (pa.ArrowException, OSError) as e:
-                raise not_ours(file) from e
-            if parquet.schema_arrow.names != COLUMNS:
-                raise not_ours(file)
-            for batch in parquet.iter_batches(columns=["file"]):
-                yield from batch.column(0).to_pylist()
-
-    def open(self) -> None:
-        self.parts.mkdir(exist_ok=True)
-        for partial in self.parts.glob("*.tmp"):  # a part whose writing was interrupted
-            partial.unlink()
-        self.next_part = len(list(self.parts.glob("*.parquet")))
-
-    def write(self, table: pa.Table) -> None:
-        self.pending.append(table)
-        self.rows += table.num_rows
-        if self.rows >= PARQUET_ROWS:
-            self._flush()
-
-    def _flush(self) -> None:
-        if not self.rows:
-            return
-        part = self.parts / f"{self.next_part:06d}.parquet"
-        tmp = part.with_suffix(".tmp")
-        pq.write_table(pa.concat_tables(self.pending), tmp)
-        tmp.replace(part)
-        self.next_part += 1
-        self.pending, self.rows = [], 0
-
-    def close(self) -> None:
-        """Join the earlier output and every part into `<out>`, one row group per part."""
-        self._flush()
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with pq.ParquetWriter(tmp, SCHEMA) as writer:  # an empty file too, when nothing was listed
-            for file in self._files():
-                parquet = pq.ParquetFile(file)
-                for group in range(parquet.num_row_groups):
-                    writer.write_table(parquet.read_row_group(group))
-        tmp.replace(self.path)
-        shutil.rmtree(self.parts, ignore_errors=True)
-
-
-def open_output(out: Path) -> CsvOutput | JsonLinesOutput | ParquetOutput:
-    return {"csv": CsvOutput, "jsonl": JsonLinesOutput, "parquet": ParquetOutput}[output_format(out)](out)
 
 
 # --- the run -----------------------------------------------------------------------------------------

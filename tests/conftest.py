@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ml.predictor import Predictor
+from ml.serving.predictor import Predictor
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from ml import import_weights
-from ml.agemodel import load_age_model, summarise
-from ml.agenet import AgeNet
-from ml.predictor import WEIGHTS_DIR
+from ml.paths import WEIGHTS_DIR
+from ml.training import import_weights
+from ml.training.agemodel import load_age_model, summarise
+from ml.training.agenet import AgeNet
 from tests.conftest import FIXTURES
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache" / "wheels"

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from ml.faces import YUNET_MEMORY, Box, DetectorSettings, FaceDetector, YuNet, _turned
+from ml.serving.blazeface import turned
+from ml.serving.faces import Box, DetectorSettings, FaceDetector
+from ml.serving.yunet import YUNET_MEMORY, YuNet
 from tests.conftest import FIXTURES
 
 # Six heads on a 640x400 photo: under 800 px, where the old detector never looked at tiles.
@@ -98,7 +100,7 @@ def test_faces_found_on_a_turned_copy_map_back_onto_the_photo(detector, k):
     u = detector.detect(rgb)[0].box
     stored = np.ascontiguousarray(np.rot90(rgb, -k))
     with detector._borrow() as (_, full):
-        found = _turned(full, stored, 0.5)
+        found = turned(full, stored, 0.5)
     assert len(found) == 1
     cx, cy, w, h = u.x + u.width / 2, u.y + u.height / 2, rgb.shape[1], rgb.shape[0]
     for _ in range(k):  # the upright face's centre, turned clockwise with the photo

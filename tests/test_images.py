@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from ml import images as ml_images
-from ml.images import CorruptImage, EmptyImage, ImageTooLarge, UnsupportedImage, load_image
+from ml.serving import images as ml_images
+from ml.serving.images import CorruptImage, EmptyImage, ImageTooLarge, UnsupportedImage, load_image
 from tests import badimages as b
 
 REFUSED = [

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ml.predictor import Predictor, PredictorSettings
+from ml.serving.predictor import Predictor, PredictorSettings
 from tests import badimages as b
 from tests.conftest import FIXTURES
 

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml import runtime
-from ml.data import SPLIT_FILE, Split, parse_name
-from ml.predictor import DEFAULT_AGE_WEIGHTS, WEIGHTS_DIR, Predictor
+from ml.paths import DEFAULT_AGE_WEIGHTS, SPLIT_FILE, WEIGHTS_DIR
+from ml.serving import runtime
+from ml.serving.predictor import Predictor
+from ml.training.data import Split, parse_name
 from tests.conftest import FIXTURES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +31,7 @@ def test_serving_process_never_imports_torch():
     code = """
 import sys
 import api.main
-from api.config import Settings
+from api.core.settings import Settings
 predictor = api.main.load_predictor(Settings(_env_file=None))
 predictor.predict(open(sys.argv[1], "rb").read())
 predictor.close()
@@ -157,7 +158,7 @@ def validation_chips(predictor: Predictor) -> np.ndarray:
 
 
 def compare(name: str, chips: np.ndarray) -> None:
-    agemodel = pytest.importorskip("ml.agemodel")  # torch: the training extra
+    agemodel = pytest.importorskip("ml.training.agemodel")  # torch: the training extra
     reference = agemodel.load_age_model(WEIGHTS_DIR / f"{name}.safetensors")
     served = runtime.load_age_model(WEIGHTS_DIR / f"{name}.onnx")
     assert served.version == reference.version
@@ -183,7 +184,7 @@ def test_served_ages_match_the_torch_reference_on_utkface_validation_chips(valid
 
 def test_export_writes_one_file_with_the_metadata_and_the_same_ages(predictor, tmp_path):
     pytest.importorskip("torch")
-    from ml.export import export
+    from ml.training.onnx_export import export
 
     source = WEIGHTS_DIR / "resnet10-utkface-v2.safetensors"
     served = export(source, tmp_path / "model.onnx")
@@ -196,7 +197,7 @@ def test_export_writes_one_file_with_the_metadata_and_the_same_ages(predictor, t
     # The shipped file is what the export writes from the shipped weights, byte for byte.
     assert (tmp_path / "model.onnx").read_bytes() == (WEIGHTS_DIR / "resnet10-utkface-v2.onnx").read_bytes()
     chips = fixture_chips(predictor)
-    reference = pytest.importorskip("ml.agemodel").load_age_model(source)
+    reference = pytest.importorskip("ml.training.agemodel").load_age_model(source)
     assert [e.age for e in served.estimate(chips)] == pytest.approx([e.age for e in reference.estimate(chips)],
                                                                     abs=1e-3)
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from ml.agemodel import AgeModel, load_age_model
-from ml.augment import Augmentation
-from ml.data import Sample, load_split, make_split, parse_name, read_duplicate_groups, scan
-from ml.evaluate import run as evaluate_folders
-from ml.train import TrainConfig, train
+from ml.training.agemodel import AgeModel, load_age_model
+from ml.training.augment import Augmentation
+from ml.training.data import Sample, load_split, make_split, parse_name, read_duplicate_groups, scan
+from ml.training.evaluate import run as evaluate_folders
+from ml.training.train import TrainConfig, train
 from tests.utkfolder import make_folder, write_split
 
 
@@ -103,8 +103,8 @@ def _expected_ages(model, chips: np.ndarray) -> np.ndarray:
 def test_distillation_pulls_the_network_towards_its_teacher(tiny, tmp_path):
     """With the whole loss on the teacher's distributions, a network started from the imported
     weights ends closer to the shipped v2 network it learns from, and the teacher runs once."""
-    from ml.predictor import WEIGHTS_DIR
-    from ml.train import build, load_data
+    from ml.paths import WEIGHTS_DIR
+    from ml.training.train import build, load_data
 
     folder, split = tiny
     teacher_path = WEIGHTS_DIR / "resnet10-utkface-v2.safetensors"
@@ -140,7 +140,7 @@ def test_training_resumes_after_its_last_epoch(tiny, tmp_path):
 
 def test_evaluate_compares_two_models_side_by_side(tiny, capsys):
     folder, split = tiny
-    from ml.predictor import DEFAULT_AGE_WEIGHTS, WEIGHTS_DIR
+    from ml.paths import DEFAULT_AGE_WEIGHTS, WEIGHTS_DIR
 
     weights = [WEIGHTS_DIR / "cydral-resnet10-v1.safetensors", DEFAULT_AGE_WEIGHTS]
     results = evaluate_folders([folder], weights, split="all", workers=1)
@@ -157,8 +157,8 @@ def test_evaluate_compares_two_models_side_by_side(tiny, capsys):
 
 
 def test_each_folder_weighs_its_images_and_a_cache_forgets_the_files_gone(tmp_path):
-    from ml.chips import cached_training_chips, load_chipset
-    from ml.train import sample_weights
+    from ml.training.chips import cached_training_chips, load_chipset
+    from ml.training.train import sample_weights
 
     a = make_folder(tmp_path / "a", 2)
     b = make_folder(tmp_path / "b", 6)

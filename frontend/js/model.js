@@ -4,8 +4,8 @@
 
 import { ApiError, readModel } from "./api.js";
 import { barChart } from "./chart.js";
-
-const $ = (selector, root = document) => root.querySelector(selector);
+import { $ } from "./dom.js";
+import { store } from "./state.js";
 
 const oneDecimal = new Intl.NumberFormat("en", { minimumFractionDigits: 1, maximumFractionDigits: 1 });
 const whole = new Intl.NumberFormat("en");
@@ -257,4 +257,36 @@ export function renderModel(entry, previous) {
   renderAccuracy(model);
   renderTrainedOn(model);
   renderHistory(model);
+}
+
+// The description is asked again each time the view opens, since a retrain or an administrator
+// may have switched the model meanwhile.
+let modelRun = null;
+
+export function startModel() {
+  if (modelRun) return;
+  store.set((state) => ({ model: { ...(state.model ?? {}), status: "loading" } }));
+  modelRun = loadModel()
+    .then((entry) => {
+      // A failure is announced by the view's own alert; a success by the status line.
+      const announce = entry.status === "done" && store.state.route === "model";
+      const status = announce ? { status: `The model's description is loaded: ${entry.model.version} answers now.` } : {};
+      store.set({ model: entry, ...status });
+    })
+    .catch((error) => {
+      // A fault in this page: say so rather than hide it, and keep it visible to developers.
+      console.error(error);
+      store.set({ model: { status: "error", error: `Something went wrong in this page: ${error.message || error}` } });
+    })
+    .finally(() => {
+      modelRun = null;
+    });
+}
+
+export function setupModel() {
+  $("[data-model-retry]").addEventListener("click", () => {
+    // The button goes away while the description loads: keep the focus in the view.
+    $("#model-title").focus();
+    startModel();
+  });
 }

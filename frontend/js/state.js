@@ -31,10 +31,15 @@ export const initialState = {
   formError: "", // a problem no field owns, shown above the form
   busy: false, // a request from the form is on its way
   camera: "off", // "off" | "starting" | "on"
-  result: null, // see app.js showResult()
+  result: null, // see result.js newResult()
   examples: {}, // example id -> {status: "loading" | "done" | "error", prediction, error}
   model: null, // GET /model as the view shows it: {status: "loading" | "done" | "error", model, error, missing}
   status: "", // text for the polite live region
 };
 
 export const store = new Store(initialState);
+
+/** Shallow-merge `patch` into the shown result, if there is one. */
+export function updateResult(patch) {
+  store.set((state) => ({ result: state.result ? { ...state.result, ...patch } : null }));
+}

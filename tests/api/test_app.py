@@ -17,11 +17,11 @@ import pytest
 from alembic import command
 from asgi_lifespan import LifespanManager
 
-from api import db, embedded
 from api.__main__ import migrate
-from api.config import REPO_ROOT, Settings
+from api.core.settings import REPO_ROOT, Settings
 from api.main import create_app
-from ml.runtime import NotExported
+from api.storage import db, embedded
+from ml.serving.runtime import NotExported
 from tests.api.conftest import ADMIN_TOKEN, assert_problem
 
 UI = '<!doctype html><html><head><script type="module" src="app.js"></script></head><body></body></html>'
@@ -100,8 +100,8 @@ def test_settings_come_from_the_documented_environment_names(monkeypatch):
     assert (s.max_upload_bytes, s.max_image_pixels, s.max_faces, s.concurrency_slots) == (1000, 2000, 3, 4)
     assert (s.slot_wait_seconds, s.data_dir, s.frontend_dir) == (0.5, Path("/srv/data"), Path("/srv/ui"))
     assert (s.cors_origins, s.host, s.port) == (["https://a", "https://b"], "0.0.0.0", 9000)
-    readme = (REPO_ROOT / "README.md").read_text()
-    documented = set(re.findall(r"`((?:WMA_)?[A-Z_]+)`", readme))
+    config_page = (REPO_ROOT / "docs" / "configuration.md").read_text()
+    documented = set(re.findall(r"`((?:WMA_)?[A-Z_]+)`", config_page))
     assert set(env) <= documented, set(env) - documented
 
 
@@ -125,7 +125,7 @@ def test_a_crashed_process_does_not_keep_the_embedded_postgres_registered(tmp_pa
 
 def test_age_weights_setting_chooses_the_served_model():
     from api.main import load_predictor
-    from ml.predictor import WEIGHTS_DIR
+    from ml.paths import WEIGHTS_DIR
 
     settings = Settings(_env_file=None, age_weights=WEIGHTS_DIR / "cydral-resnet10-v1.onnx")
     with load_predictor(settings) as predictor:
@@ -135,7 +135,7 @@ def test_age_weights_setting_chooses_the_served_model():
 
 @pytest.mark.anyio
 async def test_training_weights_are_refused_at_start_up_with_how_to_export_them(tmp_path):
-    from ml.predictor import WEIGHTS_DIR
+    from ml.paths import WEIGHTS_DIR
 
     weights = WEIGHTS_DIR / "cydral-resnet10-v1.safetensors"
     app = create_app(Settings(_env_file=None, data_dir=tmp_path, age_weights=weights))

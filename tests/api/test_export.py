@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from sqlmodel import select
 
-from api.export import export_submissions
-from api.models import Submission
-from ml.data import scan
-from ml.evaluate import run as evaluate_folders
-from ml.train import TrainConfig, train
+from api.learning.submission_export import export_submissions
+from api.storage.tables import Submission
+from ml.training.data import scan
+from ml.training.evaluate import run as evaluate_folders
+from ml.training.train import TrainConfig, train
 from tests import badimages as b
 from tests.api.conftest import FIXTURES
 from tests.utkfolder import make_folder, write_split

@@ -16,7 +16,7 @@ Postgres and the real predictor. Rows already tested elsewhere are named where t
     50                                 test_admin.py
     51                                 test_database_faults.py
 
-Row 45 (slow-loris body) is for the proxy in front (uvicorn has no body-read timeout); see README.
+Row 45 (slow-loris body) is for the proxy in front (uvicorn has no body-read timeout); see docs/api.md.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import pytest
 from PIL import Image
 from sqlmodel import func, select
 
-from api.models import Submission
+from api.storage.tables import Submission
 from tests import badimages as b
 from tests.api.conftest import FIXTURES, assert_problem
 
@@ -168,7 +168,7 @@ async def test_stored_photo_has_no_gps_and_none_of_an_appended_payload(client, s
 @pytest.mark.parametrize("declared", [b"image/png", b"text/plain", b"application/x-php", None],
                          ids=["png-for-jpeg", "text-plain", "php", "none"])
 async def test_the_photo_is_judged_by_its_bytes_not_its_declared_type(client, declared):
-    """Decision (README, API): the part's declared Content-Type is ignored; the bytes decide."""
+    """Decision (docs/api.md): the part's declared Content-Type is ignored; the bytes decide."""
     body = multipart(image_part(face_jpeg(), b"photo.jpg", declared))
     response = await client.post("/predict", content=body, headers=MULTIPART)
     assert response.status_code == 200, response.text
@@ -325,7 +325,7 @@ def face_grid(side: int, per_row: int, face_side: int) -> bytes:
 @pytest.mark.parametrize(("side", "per_row", "face_side"), [(1600, 6, 200), (2000, 20, 100)],
                          ids=["36-faces", "400-faces"])
 async def test_a_crowd_is_capped_at_max_faces_in_bounded_time(client, settings, side, per_row, face_side):  # row 46
-    """Decision (README, API): the largest `WMA_MAX_FACES` faces are answered, not a 422. The work is
+    """Decision (docs/api.md): the largest `WMA_MAX_FACES` faces are answered, not a 422. The work is
     bounded whatever the count: detection runs on a copy reduced to ~1000 px with a fixed set of
     tiles, the age network on at most `max_faces` faces. (The detector finds 21 of the 36 faces, few
     of the 400 packed edge to edge; test_limits.py tests the cap with a lower setting.)"""

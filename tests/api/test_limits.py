@@ -5,15 +5,14 @@ limits and the slot wait are tested in test_errors.py, test_faces.py and test_ha
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import httpx
 import pytest
 
-from api.config import REPO_ROOT, Settings
+from api.core.settings import REPO_ROOT, Settings
 from api.deps import Slots, get_predictor, get_slots
+from api.http.request_rate_limit import TokenBuckets, client_key
 from api.main import create_app
-from api.ratelimit import TokenBuckets, client_key
 from ml import Predictor, PredictorSettings
 from tests import badimages as b
 from tests.api.conftest import assert_problem
@@ -128,6 +127,6 @@ def test_limit_settings_have_safe_defaults_and_documented_names(monkeypatch):
     monkeypatch.setenv("WMA_RATE_LIMIT_BURST", "5")
     s = Settings(_env_file=None)
     assert (s.request_timeout_seconds, s.rate_limit_per_minute, s.rate_limit_burst) == (3.5, 0, 5)
-    readme = Path(REPO_ROOT / "README.md").read_text()
+    config_page = (REPO_ROOT / "docs" / "configuration.md").read_text()
     for name in ("WMA_REQUEST_TIMEOUT_SECONDS", "WMA_RATE_LIMIT_PER_MINUTE", "WMA_RATE_LIMIT_BURST"):
-        assert re.search(rf"`{name}`", readme), name
+        assert re.search(rf"`{name}`", config_page), name

@@ -10,7 +10,7 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from api.config import REPO_ROOT, Settings
+from api.core.settings import REPO_ROOT, Settings
 
 GOOD = "0123456789abcdef0123456789abcdef"  # 32 characters
 
@@ -48,7 +48,7 @@ def test_the_service_refuses_to_start_with_a_weak_secret_in_one_line(tmp_path, v
     assert not (tmp_path / "pgdata").exists()  # nothing started
 
 
-def test_the_readme_and_the_example_env_say_how_to_make_one():
-    readme = (REPO_ROOT / "README.md").read_text()
-    assert "openssl rand -hex 32" in readme and "32 characters" in readme
+def test_the_configuration_page_and_the_example_env_say_how_to_make_one():
+    config_page = (REPO_ROOT / "docs" / "configuration.md").read_text()
+    assert "openssl rand -hex 32" in config_page and "32 characters" in config_page
     assert "openssl rand -hex 32" in (REPO_ROOT / ".env.example").read_text()

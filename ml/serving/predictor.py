@@ -1,0 +1,154 @@
+"""`Predictor`: bytes of a photo in, faces and ages out. Built once, shared by all threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ml.paths import DEFAULT_AGE_WEIGHTS
+from ml.serving import runtime
+from ml.serving.align import FaceAligner
+from ml.serving.faces import DetectorSettings, Face, FaceDetector
+from ml.serving.images import DEFAULT_MAX_PIXELS, DEFAULT_WORK_SIDE, LoadedImage, load_image
+
+
+@dataclass(frozen=True, slots=True)
+class FaceAge:
+    face: Face
+    age: float
+    age_interval: tuple[float, float]
+    age_spread: float
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    width: int
+    height: int
+    faces: list[Face]
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    width: int
+    height: int
+    faces: list[FaceAge]
+    model_version: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PredictorSettings:
+    max_faces: int = 20
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    work_side: int = DEFAULT_WORK_SIDE
+    coverage: float = 0.8  # of the age interval
+    parallel: int = 2  # detections that may run at once (one MediaPipe graph each)
+    detector: DetectorSettings = field(default_factory=DetectorSettings)
+
+
+class Predictor:
+    """Detector, aligner and age network, loaded once.
+
+    Every method may be called from several threads at once: MediaPipe graphs are borrowed from a
+    pool, dlib's predictor and the age model's session are read-only. `age_model` is read once per
+    call, so replacing it (one assignment) swaps the model without stopping: a call in progress
+    finishes with the model it started with. Load the new one with `ml.serving.runtime.load_age_model(path,
+    predictor.cpus)`, so that it sees the photos in flight. Any object with `version` and
+    `estimate(chips, coverage)` serves (`ml.serving.runtime.ServedAgeModel`; the torch `ml.training.agemodel.AgeModel`
+    for comparison).
+    """
+
+    def __init__(self, detector: FaceDetector, aligner: FaceAligner, age_model: runtime.AgeEstimator,
+                 settings: PredictorSettings, cpus: runtime.CpuShare | None = None) -> None:
+        self.detector = detector
+        self.aligner = aligner
+        self.age_model = age_model
+        self.settings = settings
+        self.cpus = cpus or runtime.CpuShare()  # photos in flight: see ml.serving.runtime
+        self._closed = threading.Event()
+
+    @classmethod
+    def load(cls, age_weights: Path | str | None = None, settings: PredictorSettings | None = None,
+             *, threads: int | None = None) -> Predictor:
+        """`threads`: the most threads one photo's age step may use (default: the process's CPUs;
+        `ml.serving.runtime.CpuShare` gives a photo only those no other photo is using)."""
+        settings = settings or PredictorSettings()
+        cpus = runtime.CpuShare(threads)
+        age_model = runtime.load_age_model(Path(age_weights or DEFAULT_AGE_WEIGHTS), cpus)
+        detector = FaceDetector(settings.detector, size=settings.parallel)
+        return cls(detector, FaceAligner(), age_model, settings, cpus)
+
+    @property
+    def version(self) -> str:
+        """Names the age weights; reported with every prediction."""
+        return self.age_model.version
+
+    def close(self) -> None:
+        if not self._closed.is_set():
+            self._closed.set()
+            self.detector.close()
+            self.cpus.close()
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def decode(self, data: bytes) -> LoadedImage:
+        """Bytes to an upright RGB image; raises `ml.serving.images.ImageError` subclasses."""
+        return load_image(data, max_pixels=self.settings.max_pixels, work_side=self.settings.work_side)
+
+    def _image(self, image: LoadedImage | bytes, timings: dict[str, float]) -> LoadedImage:
+        if isinstance(image, LoadedImage):
+            return image
+        t = time.perf_counter()
+        loaded = self.decode(image)
+        timings["decode"] = time.perf_counter() - t
+        return loaded
+
+    def _faces(self, image: LoadedImage, timings: dict[str, float]) -> list[Face]:
+        """Faces in the pixels of the decoded (possibly reduced) image, largest first."""
+        t = time.perf_counter()
+        faces = self.detector.detect(image.rgb)[: self.settings.max_faces]
+        timings["detect"] = time.perf_counter() - t
+        return faces
+
+    def detect(self, image: LoadedImage | bytes) -> Detection:
+        with self.cpus.photo():
+            timings: dict[str, float] = {}
+            img = self._image(image, timings)
+            faces = [f.scaled(1 / img.scale) for f in self._faces(img, timings)]
+        runtime.photo_done()
+        return Detection(img.width, img.height, faces, timings)
+
+    def chips(self, image: LoadedImage, faces: list[Face]) -> np.ndarray:
+        return self.aligner.chips(image.rgb, [f.box for f in faces])
+
+    def predict(self, image: LoadedImage | bytes) -> Prediction:
+        with self.cpus.photo():
+            result = self._predict(image)
+        runtime.photo_done()
+        return result
+
+    def _predict(self, image: LoadedImage | bytes) -> Prediction:
+        age_model = self.age_model  # once: a swap during this call does not mix two models
+        timings: dict[str, float] = {}
+        img = self._image(image, timings)
+        faces = self._faces(img, timings)
+        t = time.perf_counter()
+        chips = self.chips(img, faces)
+        timings["align"] = time.perf_counter() - t
+        t = time.perf_counter()
+        estimates = age_model.estimate(chips, self.settings.coverage)
+        timings["age"] = time.perf_counter() - t
+        results = [
+            FaceAge(face.scaled(1 / img.scale), e.age, (e.low, e.high), e.spread)
+            for face, e in zip(faces, estimates, strict=True)
+        ]
+        return Prediction(img.width, img.height, results, age_model.version, timings)
