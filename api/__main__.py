@@ -160,8 +160,8 @@ def settings_or_exit(**overrides: object) -> Settings:
 def restart_with_huge_pages() -> None:
     """glibc reads its tunables when a process starts: start this command again, the same command line
     and process id (a supervisor sees no change), with huge pages for the photos' large buffers
-    (`ml.runtime.hugepage_env`); nothing to do where they are set already or not Linux."""
-    from ml import runtime
+    (`ml.serving.runtime.hugepage_env`); nothing to do where they are set already or not Linux."""
+    from ml.serving import runtime
 
     env = runtime.hugepage_env(os.environ)
     if env is not None:

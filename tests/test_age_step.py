@@ -7,8 +7,9 @@ import io
 import pytest
 from PIL import Image
 
-from ml import runtime
-from ml.predictor import DEFAULT_AGE_WEIGHTS, Predictor
+from ml import Predictor
+from ml.paths import DEFAULT_AGE_WEIGHTS
+from ml.serving import runtime
 from tests import badimages as b
 
 
