@@ -108,11 +108,11 @@ def tune_allocator() -> bool:
 # glibc's tunable (2.35 and later) that has malloc ask the kernel for transparent huge pages (madvise)
 # for what it maps, read once when a process starts. With the 1 MiB threshold above every large buffer
 # of a photo (the decoded image, the detectors' inputs, libjpeg's whole-image buffers of a progressive
-# JPEG) is fresh memory, faulted in 4 KiB at a time: on this 2-CPU virtual machine at load 14-16 that
-# was a fifth of a photo's CPU. With the tunable, the served predictor's CPU per photo (one thread, same
+# JPEG) is fresh memory, faulted in 4 KiB at a time, which on this 2-CPU virtual machine (load 14-16)
+# costs a good part of a photo's CPU. With the tunable, the served predictor's CPU per photo (one thread, same
 # process, 20 photos each): 640x480 one face 25.0 -> 21.7 ms, the 6-face photo 98-102 -> 85-92 ms, the
 # 4352x2903 progressive JPEG 116-126 -> 98-104 ms; resident memory 246-247 -> 249-251 MiB. Over HTTP,
-# beside main's server (bench/photo_cost.py, server CPU per request over a 640x480 Pillow decode): 18.2
+# beside main's server (`python -m bench.photo_cost`, server CPU per request over a 640x480 Pillow decode): 18.2
 # -> 17.9x, 69.0 -> 66.9x, 87.3 -> 77.6x (two servers on the same code differ by up to 4%). Results
 # are the same to the bit: only where the memory comes from changes. The kernel must allow it
 # (/sys/kernel/mm/transparent_hugepage/enabled "madvise" or "always"); elsewhere it does nothing.
@@ -121,8 +121,8 @@ HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb"
 
 def hugepage_env(env: Mapping[str, str]) -> dict[str, str] | None:
     """`env` with glibc's huge-page tunable added (`GLIBC_TUNABLES`), for the serving process to start
-    with; None where there is nothing to add: not Linux, or the tunable already set (either way: set
-    `GLIBC_TUNABLES=glibc.malloc.hugetlb=0` to keep 4 KiB pages)."""
+    with; None where there is nothing to add: not Linux, or the tunable already set (which is how to
+    keep 4 KiB pages: `GLIBC_TUNABLES=glibc.malloc.hugetlb=0`)."""
     tunables = env.get("GLIBC_TUNABLES", "")
     if not sys.platform.startswith("linux") or HUGEPAGE_TUNABLE in tunables:
         return None
