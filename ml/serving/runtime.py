@@ -112,8 +112,9 @@ def tune_allocator() -> bool:
 # costs a good part of a photo's CPU. With the tunable, the served predictor's CPU per photo (one thread, same
 # process, 20 photos each): 640x480 one face 25.0 -> 21.7 ms, the 6-face photo 98-102 -> 85-92 ms, the
 # 4352x2903 progressive JPEG 116-126 -> 98-104 ms; resident memory 246-247 -> 249-251 MiB. Over HTTP,
-# beside main's server (`python -m bench.photo_cost`, server CPU per request over a 640x480 Pillow decode): 18.2
-# -> 17.9x, 69.0 -> 66.9x, 87.3 -> 77.6x (two servers on the same code differ by up to 4%). Results
+# beside main's server (`python -m bench.photo_cost`, server CPU per request over a 640x480 Pillow
+# decode, three runs at load 2-15): the 6-face photo 3-15% less, the 4352x2903 photo 11-20% less, the
+# 640x480 JPEG no clear change (-2, +10, -1%; two servers on the same code differ by up to 4%). Results
 # are the same to the bit: only where the memory comes from changes. The kernel must allow it
 # (/sys/kernel/mm/transparent_hugepage/enabled "madvise" or "always"); elsewhere it does nothing.
 HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb"
