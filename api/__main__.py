@@ -161,6 +161,19 @@ def settings_or_exit(**overrides: object) -> Settings:
         sys.exit(2)
 
 
+def restart_with_huge_pages() -> None:
+    """glibc reads its tunables when a process starts: start this command again, the same command line
+    and process id (a supervisor sees no change), with huge pages for the photos' large buffers
+    (`ml.serving.runtime.hugepage_env`); nothing to do where they are set already or not Linux."""
+    from ml.serving import runtime
+
+    env = runtime.hugepage_env(os.environ)
+    if env is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, sys.orig_argv, env)
+
+
 def serve(settings: Settings) -> None:
     import uvicorn
 
@@ -285,6 +298,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "retrain":
         retrain(settings, args)
     else:
+        restart_with_huge_pages()
         capture_stderr()  # native libraries' plain lines become JSON ones: one format on both streams
         if settings.database_url is None:
             # The embedded database is this machine's alone: migrated on every start (nothing to do when it

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -199,3 +200,27 @@ def test_export_writes_one_file_with_the_metadata_and_the_same_ages(predictor, t
     reference = pytest.importorskip("ml.training.agemodel").load_age_model(source)
     assert [e.age for e in served.estimate(chips)] == pytest.approx([e.age for e in reference.estimate(chips)],
                                                                     abs=1e-3)
+
+
+def test_serving_asks_glibc_for_huge_pages_unless_told_otherwise():
+    if not sys.platform.startswith("linux"):
+        assert runtime.hugepage_env({}) is None
+        return
+    assert runtime.hugepage_env({"PATH": "/bin"}) == {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+    assert runtime.hugepage_env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}) == {
+        "GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"}
+    assert runtime.hugepage_env({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}) is None  # the operator's choice
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's tunables")
+def test_the_serve_command_starts_again_with_huge_pages_as_the_same_process():
+    code = ("import os, sys\n"
+            "from api.__main__ import restart_with_huge_pages\n"
+            "print(os.getpid(), os.environ.get('GLIBC_TUNABLES'), flush=True)\n"
+            "restart_with_huge_pages()\n")
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                         check=True).stdout.split("\n")
+    (pid, before), (same, after) = (line.split(" ") for line in out[:2])
+    assert (before, after, same) == ("None", "glibc.malloc.hugetlb=1", pid)
+    assert out[2:] == [""]  # started again once, not again and again
