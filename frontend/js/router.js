@@ -10,6 +10,7 @@ const ROUTES = {
   "#/result": { view: "result", title: "Your result · whatsmyage" },
   "#/examples": { view: "examples", title: "Examples · whatsmyage" },
   "#/model": { view: "model", title: "The model · whatsmyage" },
+  "#/live": { view: "live", title: "Live camera · whatsmyage" },
 };
 
 function routeOf(hash) {
