@@ -17,13 +17,13 @@ from starlette.formparsers import MultiPartParser
 from api import retention, security
 from api.config import Settings
 from api.db import create_engine, start_database
-from api.deps import Slots, State
+from api.deps import LiveSlots, Slots, State
 from api.errors import add_problem_schema, install_error_handlers
 from api.metrics import Metrics
 from api.middleware import BodySizeLimit, MultipartGuard
 from api.observe import RequestObserver
 from api.ratelimit import RateLimit
-from api.routes import audit, detect, health, metrics, model_registry, predict, submissions
+from api.routes import audit, detect, health, live, metrics, model_registry, predict, submissions
 from api.swap import ModelFollower
 from api.throttle import FailedAuthentications
 from ml import Predictor, PredictorSettings
@@ -94,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 sessionmaker=sessionmaker,
                 predictor=predictor,
                 slots=Slots(settings.concurrency_slots, settings.slot_wait_seconds, settings.request_timeout_seconds),
+                live_slots=LiveSlots(settings.live_connections),
                 metrics=app_metrics,
                 database=database,
                 auth_throttle=FailedAuthentications(app_metrics, limit=settings.auth_failures_per_minute),
@@ -118,7 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # log line and metrics.
     app.add_middleware(RequestObserver, metrics=app_metrics)
 
-    for module in (detect, predict, submissions, audit, model_registry, health, metrics):
+    for module in (detect, predict, live, submissions, audit, model_registry, health, metrics):
         app.include_router(module.router)
     if settings.frontend_dir.is_dir():  # the UI, same origin; API routes take precedence
         app.frontend("/", directory=settings.frontend_dir, fallback=None)
