@@ -1,6 +1,6 @@
 """Live mode: answers a second and frame delay for 1, 2 and 4 live clients, and server CPU per frame.
 
-    .venv/bin/python -m bench.live [--seconds 10] [--clients 1,2,4]
+    .venv/bin/python -m bench.live [--seconds 10] [--clients 1,2,4] [--age-weights ml/weights/X.onnx]
 
 The app is served for real (`python -m api serve`, embedded Postgres in a scratch folder) with the
 live frame-rate limit raised out of the way (`WMA_LIVE_FRAMES_PER_SECOND=1000`), so that what is
@@ -11,7 +11,9 @@ The clients run in this process (asyncio), on the same machine as the server: th
 
 Server CPU per frame, two ways: the engine's (`Predictor.predict` in this process, before the server
 starts: the CPU time of each call, median), and the served process's (its CPU time over a run,
-divided by the frames answered: the WebSocket, JSON and tracking included).
+divided by the frames answered: the WebSocket, JSON and tracking included). `--age-weights` serves
+another age model (the server's registry starts empty, so it is the one made active), e.g. the one
+network `resnet10-utkface-v3.onnx` instead of the default three.
 
 Goals (issue 26): 1 client >= 15 answers a second with p95 delay <= 80 ms; 2 clients >= 10 each;
 CPU per 480x360 frame <= 10 ms (median, on a quiet machine: the load average is printed).
@@ -55,12 +57,13 @@ def frames(n: int = 8) -> list[bytes]:
     return out
 
 
-def engine_cpu_ms(data: list[bytes], n: int) -> tuple[float, float]:
-    """Median CPU ms (all threads of this process) and wall ms of `Predictor.predict` per frame."""
+def engine_cpu_ms(data: list[bytes], n: int, weights: Path | None) -> tuple[str, float, float]:
+    """The model's version, median CPU ms (all threads of this process) and wall ms of `Predictor.predict`
+    per frame."""
     from ml.serving.predictor import Predictor
 
     cpu, wall = [], []
-    with Predictor.load() as predictor:
+    with Predictor.load(weights) as predictor:
         for i in range(5):
             predictor.predict(data[i % len(data)])
         for i in range(n):
@@ -68,7 +71,7 @@ def engine_cpu_ms(data: list[bytes], n: int) -> tuple[float, float]:
             predictor.predict(data[i % len(data)])
             cpu.append(time.process_time() - c)
             wall.append(time.perf_counter() - w)
-    return statistics.median(cpu) * 1000, statistics.median(wall) * 1000
+    return predictor.version, statistics.median(cpu) * 1000, statistics.median(wall) * 1000
 
 
 @dataclass
@@ -123,20 +126,23 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per client count")
     parser.add_argument("--clients", default="1,2,4", help="client counts, comma-separated")
     parser.add_argument("--engine-frames", type=int, default=60, help="frames for the engine's CPU figure")
+    parser.add_argument("--age-weights", type=Path, help="an exported .onnx age model (default: the shipped one)")
     args = parser.parse_args()
     counts = [int(c) for c in args.clients.split(",")]
     data = frames()
 
     print(f"machine: {describe()}")
     print(f"frames: {WIDTH}x{HEIGHT} JPEG, {statistics.median(len(d) for d in data) / 1024:.0f} KiB")
-    cpu_ms, wall_ms = engine_cpu_ms(data, args.engine_frames)
-    print(f"engine (Predictor.predict in process, {args.engine_frames} frames): CPU {cpu_ms:.1f} ms a frame "
-          f"(median), wall {wall_ms:.1f} ms")
+    version, cpu_ms, wall_ms = engine_cpu_ms(data, args.engine_frames, args.age_weights)
+    print(f"engine (Predictor.predict in process, {version}, {args.engine_frames} frames): CPU {cpu_ms:.1f} ms "
+          f"a frame (median), wall {wall_ms:.1f} ms")
 
     with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp, open(Path(tmp) / "server.log", "wb") as log:
         port = free_port()
         env = server_env(Path(tmp), WMA_LIVE_FRAMES_PER_SECOND="1000", WMA_LIVE_CONNECTIONS=str(max(counts)),
                          WMA_LIVE_IDLE_SECONDS="120")
+        if args.age_weights:
+            env["WMA_AGE_WEIGHTS"] = str(args.age_weights.resolve())
         proc = start(env, port, log)
         try:
             wait_healthy(f"http://127.0.0.1:{port}", 180, proc)
