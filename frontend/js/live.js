@@ -111,7 +111,11 @@ function openSocket() {
     if (socket !== event.target) return; // an earlier stream, already stopped
     socket = null;
     // The service closes with a code and a reason that says which limit was met (docs/api.md).
-    const reason = event.reason || (event.wasClean ? "The service ended the stream." : "The connection was lost.");
+    const reason = event.reason
+      ? `The service closed the stream: ${event.reason}.`
+      : event.wasClean
+        ? "The service ended the stream."
+        : "The connection to the service was lost.";
     stopLive(live.status === "off" ? "" : reason);
   });
 }
