@@ -20,7 +20,9 @@ The protocol (also in docs/api.md and the app's description, since OpenAPI has n
   of this worker is taken (try again later); 4408 no frame for `idle_seconds`. With
   `WMA_LIVE_CONNECTIONS=0` every stream is closed 1008 at once (live mode off).
 
-Frames are never stored or logged: each lives in memory until it is answered. The work on a frame
+Frames are searched as video frames (`Predictor.predict(video=True)`: a portrait skips the detector's
+pass for small turned faces beside it, as `ml.serving.faces.FaceDetector.detect` says). Frames are never
+stored or logged: each lives in memory until it is answered. The work on a frame
 takes a processing slot like a photo sent to POST /predict, so live streams and uploads share the
 same bound on CPU work.
 """
@@ -30,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -172,7 +175,7 @@ async def _serve(websocket: WebSocket, settings: Settings, predictor: Predictor,
             raise Closed(CLOSE_TOO_LARGE, f"a frame larger than {settings.live_max_frame_bytes} bytes",
                          "frame_too_large")
         try:
-            result = await slots.run(predictor.predict, data)
+            result = await slots.run(partial(predictor.predict, video=True), data)
         except ImageError as e:
             await _error(websocket, frame, e.code, str(e) or "The frame cannot be read as an image.")
             metrics.live_frames.labels("bad_frame").inc()

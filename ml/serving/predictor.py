@@ -112,10 +112,10 @@ class Predictor:
         timings["decode"] = time.perf_counter() - t
         return loaded
 
-    def _faces(self, image: LoadedImage, timings: dict[str, float]) -> list[Face]:
+    def _faces(self, image: LoadedImage, timings: dict[str, float], video: bool = False) -> list[Face]:
         """Faces in the pixels of the decoded (possibly reduced) image, largest first."""
         t = time.perf_counter()
-        faces = self.detector.detect(image.rgb)[: self.settings.max_faces]
+        faces = self.detector.detect(image.rgb, video=video)[: self.settings.max_faces]
         timings["detect"] = time.perf_counter() - t
         return faces
 
@@ -130,17 +130,18 @@ class Predictor:
     def chips(self, image: LoadedImage, faces: list[Face]) -> np.ndarray:
         return self.aligner.chips(image.rgb, [f.box for f in faces])
 
-    def predict(self, image: LoadedImage | bytes) -> Prediction:
+    def predict(self, image: LoadedImage | bytes, *, video: bool = False) -> Prediction:
+        """`video`: the image is a frame of a live stream (see `FaceDetector.detect`)."""
         with self.cpus.photo():
-            result = self._predict(image)
+            result = self._predict(image, video)
         runtime.photo_done()
         return result
 
-    def _predict(self, image: LoadedImage | bytes) -> Prediction:
+    def _predict(self, image: LoadedImage | bytes, video: bool = False) -> Prediction:
         age_model = self.age_model  # once: a swap during this call does not mix two models
         timings: dict[str, float] = {}
         img = self._image(image, timings)
-        faces = self._faces(img, timings)
+        faces = self._faces(img, timings, video)
         t = time.perf_counter()
         chips = self.chips(img, faces)
         timings["align"] = time.perf_counter() - t

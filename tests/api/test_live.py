@@ -80,7 +80,7 @@ def test_a_stream_says_hello_with_its_limits_then_answers_each_frame(server, fra
     assert answer["model_version"] == hello["model_version"]
     (face,) = answer["faces"]
     # The predictor decides: this frame's age and its calibrated interval as it gives them.
-    (expected,) = predictor.predict(frames[0]).faces
+    (expected,) = predictor.predict(frames[0], video=True).faces
     assert face["frame_age"] == round(expected.age, 1)
     assert face["age_interval"] == [round(v, 1) for v in expected.age_interval]
     assert face["age"] == face["frame_age"]  # a face's first frame: nothing to smooth with yet
