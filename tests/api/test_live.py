@@ -11,9 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from api.config import REPO_ROOT, Settings
 from tests import badimages as b
 from tests.browser.server import serve
 from tests.video import camera_frames, jpeg
@@ -215,3 +217,24 @@ def test_with_no_live_slots_live_mode_is_off(migrated_url, tmp_path):
     for server in served(migrated_url, tmp_path, WMA_LIVE_CONNECTIONS="0"):
         with stream(server) as ws:
             assert ws.closed() == (1008, "live mode is off on this server")
+
+
+def test_the_live_limits_are_settings_read_from_the_environment_and_documented(monkeypatch):
+    env = {"WMA_LIVE_CONNECTIONS": "3", "WMA_LIVE_MAX_FRAME_BYTES": "500000", "WMA_LIVE_FRAMES_PER_SECOND": "12.5",
+           "WMA_LIVE_IDLE_SECONDS": "9"}
+    for name in env:
+        monkeypatch.delenv(name, raising=False)
+    s = Settings(_env_file=None)
+    assert (s.live_connections, s.live_max_frame_bytes, s.live_frames_per_second, s.live_idle_seconds) == \
+        (4, 1024 * 1024, 20.0, 30.0)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    s = Settings(_env_file=None)
+    assert (s.live_connections, s.live_max_frame_bytes, s.live_frames_per_second, s.live_idle_seconds) == \
+        (3, 500_000, 12.5, 9.0)
+    monkeypatch.setenv("WMA_LIVE_MAX_FRAME_BYTES", str(17 * 1024 * 1024))  # over uvicorn's own 16 MiB
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None)
+    config_page = (REPO_ROOT / "docs" / "configuration.md").read_text()
+    for name in env:
+        assert f"`{name}`" in config_page, name
