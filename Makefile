@@ -47,15 +47,17 @@ purge: install ## one retention purge now (WMA_RETENTION_DAYS; the service also 
 test: install chromium ## run the test suite (API tests on an embedded Postgres unless TEST_DATABASE_URL is set)
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
-lint: install ## ruff check
+# lint-imports with PYTHONPATH: this checkout's packages, whichever one the venv's editable install points at.
+lint: install ## ruff check, and the import rules of pyproject.toml (lint-imports)
 	$(PY) -m ruff check api ml tests bench
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/lint-imports
 
 fmt: install ## ruff format and fix
 	$(PY) -m ruff format api ml tests bench
 	$(PY) -m ruff check --fix api ml tests bench
 
 bench: install ## benchmarks: predictor latency and memory
-	$(PY) bench/predictor.py
+	$(PY) -m bench.predictor
 
 DATA ?= ../shared/data/utkface/images
 train: install ## fine-tune the age network on DATA (a UTKFace-style folder) into runs/resnet10
@@ -74,23 +76,23 @@ export: install ## re-export the shipped age models to the ONNX files the servic
 	for m in $(MODELS); do $(PY) -m ml export ml/weights/$$m.safetensors --out ml/weights/$$m.onnx || exit 1; done
 
 detection-set: install ## generate the face-detection evaluation set into data/detection-set (from ../shared/data)
-	$(PY) bench/detection_set.py
+	$(PY) -m bench.detection_set
 
 bench-detection: install ## faces found and false faces per category, old detector and new side by side
-	test -f data/detection-set/manifest.tsv || $(PY) bench/detection_set.py
-	$(PY) bench/detection.py
+	test -f data/detection-set/manifest.tsv || $(PY) -m bench.detection_set
+	$(PY) -m bench.detection
 
 BACKUP ?= backups/whatsmyage-$(shell date -u +%Y%m%dT%H%M%SZ).dump
 backup: install ## back up the database and photos to backups/ (or BACKUP=FILE); consistent while serving
 	$(PY) -m api backup --out $(BACKUP)
 
 bench-http: install ## HTTP load on loopback against a served app (starts and stops it itself)
-	$(PY) bench/http.py
+	$(PY) -m bench.http_latency
 
 bench-load: install ## 100 uploads at once, good and bad, against a served app: statuses, p99, memory, rows
-	$(PY) bench/load.py
+	$(PY) -m bench.load
 
 bench-attacks: install ## token guessing and leak checks against a served app: what each attack got
-	$(PY) bench/attacks.py
+	$(PY) -m bench.attacks
 
 .PHONY: help install run migrate purge test lint fmt bench bench-http bench-load bench-attacks bench-detection detection-set train evaluate retrain chromium backup export

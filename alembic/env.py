@@ -1,4 +1,4 @@
-"""Alembic environment: the URL comes from `api.config.Settings`, or from the caller.
+"""Alembic environment: the URL comes from `api.core.settings.Settings`, or from the caller.
 
 `python -m api migrate` (and the tests) pass the URL in `config.attributes["database_url"]`. Run as
 the `alembic` command, this starts the embedded Postgres itself when no DATABASE_URL is set, and
@@ -14,13 +14,13 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
-import api.models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from api.config import Settings
-from api.db import Database, async_url, start_database
+import api.storage.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from api.core.settings import Settings
+from api.storage.db import Database, async_url, start_database
 
 config = context.config
 
-# Called from our code (`api.db.migrate`, with a URL), logging is the caller's; as `alembic`, it is ours.
+# Called from our code (`api.storage.db.migrate`, with a URL), logging is the caller's; as `alembic`, it is ours.
 if config.config_file_name is not None and "database_url" not in config.attributes:
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 

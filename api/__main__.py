@@ -15,13 +15,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from api.config import Settings
-from api.logs import configure_logging, log_config
+from api.core.logs import configure_logging, log_config
+from api.core.settings import Settings
 
 
 def migrate(settings: Settings) -> None:
     """Apply every migration; with no DATABASE_URL, to the embedded Postgres (started, then stopped)."""
-    from api import db
+    from api.storage import db
 
     database = db.start_database(settings)
     try:
@@ -55,13 +55,13 @@ def multiprocess_metrics() -> Iterator[None]:
 
 
 def export(settings: Settings, out: Path) -> None:
-    """Write consented submissions as a UTKFace-style folder (see api/export.py)."""
+    """Write consented submissions as a UTKFace-style folder (see api/learning/submission_export.py)."""
     import asyncio
 
     from sqlmodel.ext.asyncio.session import AsyncSession
 
-    from api import db
-    from api.export import export_submissions
+    from api.learning.submission_export import export_submissions
+    from api.storage import db
 
     async def run(url: str) -> tuple[int, int]:
         engine = db.create_engine(url)
@@ -80,10 +80,10 @@ def export(settings: Settings, out: Path) -> None:
 
 
 def backup(settings: Settings, out: Path) -> None:
-    """Dump the whole database, photos included, while the service may run (see api/backup.py)."""
-    from api import db
-    from api.backup import BackupError
-    from api.backup import backup as dump
+    """Dump the whole database, photos included, while the service may run (see api/storage/backup.py)."""
+    from api.storage import db
+    from api.storage.backup import BackupError
+    from api.storage.backup import backup as dump
 
     database = db.start_database(settings)  # the embedded server: attached to if running, else started
     try:
@@ -97,9 +97,9 @@ def backup(settings: Settings, out: Path) -> None:
 
 def restore(settings: Settings, file: Path, replace: bool) -> None:
     """Restore a backup into the (empty) database, then migrate it."""
-    from api import db
-    from api.backup import BackupError
-    from api.backup import restore as load
+    from api.storage import db
+    from api.storage.backup import BackupError
+    from api.storage.backup import restore as load
 
     database = db.start_database(settings)
     try:
@@ -110,13 +110,14 @@ def restore(settings: Settings, file: Path, replace: bool) -> None:
         database.stop()
     print(f"{file}: restored")
 def purge(settings: Settings, days: int | None) -> None:
-    """One retention purge now (see api/retention.py), for cron; the service also runs one every hour."""
+    """One retention purge now (see api/privacy/retention.py), for cron; the service also runs one every hour."""
     import asyncio
 
     from sqlmodel.ext.asyncio.session import AsyncSession
 
-    from api import db, retention
-    from api.models import utcnow
+    from api.privacy import retention
+    from api.storage import db
+    from api.storage.tables import utcnow
 
     days = days or settings.retention_days
     if days is None:
@@ -160,7 +161,7 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     # uvicorn turns SIGINT/SIGTERM into a graceful shutdown: the lifespan then stops the embedded Postgres.
-    # Its access log is off: api.observe logs each request, as JSON, with its request id.
+    # Its access log is off: api.http.observe logs each request, as JSON, with its request id.
     options = {"host": settings.host, "port": settings.port, "log_config": log_config(), "access_log": False}
     if settings.workers == 1:
         from api.main import create_app
@@ -175,14 +176,14 @@ def serve(settings: Settings) -> None:
 
 
 def retrain(settings: Settings, args: argparse.Namespace) -> None:
-    """One run of the learning loop (see api/retrain.py): export, fine-tune, evaluate, promote or reject."""
+    """One run of the learning loop (see api/learning/retrain.py): export, fine-tune, evaluate, promote or reject."""
     import asyncio
 
     from sqlmodel.ext.asyncio.session import AsyncSession
 
-    from api import db
-    from api.retrain import RetrainError, RetrainOptions
-    from api.retrain import retrain as run_retrain
+    from api.learning.retrain import RetrainError, RetrainOptions
+    from api.learning.retrain import retrain as run_retrain
+    from api.storage import db
 
     try:
         import torch  # noqa: F401

@@ -1,11 +1,10 @@
-"""What routes depend on: the lifespan's `State`, the processing slots, sessions, admin access (with the
-failed-authentication throttle)."""
+"""What routes depend on: the lifespan's `State` and what it holds (settings, sessions, the predictor, the
+processing slots, ...), the failed-authentication guard and admin access (checked by `api.security.auth`),
+and the upload checks."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import secrets
 import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, TypedDict, TypeVar
@@ -15,26 +14,23 @@ import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 from fastapi import Depends, Request, UploadFile
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api.config import Settings
-from api.db import Database
-from api.errors import (
-    AdminDisabled,
+from api.core.errors import (
     FileTooLarge,
-    InvalidToken,
     MultipleFiles,
-    NotAuthenticated,
     Overloaded,
     ProcessingTimeout,
     UnsupportedMediaType,
 )
-from api.metrics import Metrics
-from api.ratelimit import client_key
-from api.swap import ModelFollower
-from api.throttle import AuthGuard, FailedAuthentications
+from api.core.metrics import Metrics
+from api.core.settings import Settings
+from api.http.request_rate_limit import client_key
+from api.learning.swap import ModelFollower
+from api.security.auth import BearerDep, authenticate_admin
+from api.security.failed_auth_throttle import AuthGuard, FailedAuthentications
+from api.storage.db import Database
 from ml import Predictor
 
 T = TypeVar("T")
@@ -179,59 +175,12 @@ ModelFollowerDep = Annotated[ModelFollower, Depends(get_model_follower)]
 
 
 async def get_auth_guard(request: Request, throttle: AuthThrottleDep, session: SessionDep) -> AuthGuard:
-    """The failed-authentication throttle for this request's client address (see `api.throttle`)."""
+    """The failed-authentication throttle for this request's client address
+    (see `api.security.failed_auth_throttle`)."""
     return AuthGuard(throttle, session, client_key(request.scope)[:64])
 
 
 AuthGuardDep = Annotated[AuthGuard, Depends(get_auth_guard)]
-
-bearer = HTTPBearer(auto_error=False, description="The server's ADMIN_TOKEN.")
-BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-# The one-time token handed out with a stored submission: a credential for that submission alone, an
-# alternative to the admin bearer (so declared as a security scheme, not as a plain header).
-deletion_token_scheme = APIKeyHeader(name="X-Deletion-Token", scheme_name="DeletionToken", auto_error=False,
-                                     description="The `deletion_token` returned when the submission was stored.")
-
-
-async def get_deletion_token(request: Request, _: Annotated[str | None, Depends(deletion_token_scheme)]) -> str | None:
-    """The header as sent: an empty one is a wrong token, not none (the scheme would make it None)."""
-    return request.headers.get("X-Deletion-Token")
-
-
-DeletionTokenDep = Annotated[str | None, Depends(get_deletion_token)]
-
-
-def tokens_match(given: str, expected: str) -> bool:
-    """Constant time, also in the length: both sides are hashed to 32 bytes first."""
-    return secrets.compare_digest(hashlib.sha256(given.encode()).digest(), hashlib.sha256(expected.encode()).digest())
-
-
-def hash_token(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
-
-
-def check_admin(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> None:
-    """403 when no admin token is configured, 401 when none or a wrong one is given."""
-    expected = settings.admin_token_value
-    if expected is None:
-        raise AdminDisabled()
-    if credentials is None:
-        raise NotAuthenticated()
-    if not tokens_match(credentials.credentials, expected):
-        raise InvalidToken()
-
-
-async def authenticate_admin(settings: Settings, credentials: HTTPAuthorizationCredentials | None,
-                             guard: AuthGuard) -> None:
-    """`check_admin`, counting a wrong token as a failed authentication of the client's address.
-    The caller has passed `guard.check()` first."""
-    guard.gate()  # no await from here to the comparison
-    try:
-        check_admin(settings, credentials)
-    except InvalidToken:
-        await guard.failed("admin")
-        raise
-
 
 async def require_admin(settings: SettingsDep, credentials: BearerDep, guard: AuthGuardDep) -> None:
     await guard.check()

@@ -14,18 +14,20 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.formparsers import MultiPartParser
 
-from api import retention, security
-from api.config import Settings
-from api.db import create_engine, start_database
+from api.core.errors import add_problem_schema, install_error_handlers
+from api.core.metrics import Metrics
+from api.core.settings import Settings
 from api.deps import LiveSlots, Slots, State
-from api.errors import add_problem_schema, install_error_handlers
-from api.metrics import Metrics
-from api.middleware import BodySizeLimit, MultipartGuard
-from api.observe import RequestObserver
-from api.ratelimit import RateLimit
+from api.http.body_limits import BodySizeLimit, MultipartGuard
+from api.http.docs_page import add_docs
+from api.http.observe import RequestObserver
+from api.http.request_rate_limit import RateLimit
+from api.learning.swap import ModelFollower
+from api.privacy import retention
 from api.routes import audit, detect, health, live, metrics, model_registry, predict, submissions
-from api.swap import ModelFollower
-from api.throttle import FailedAuthentications
+from api.security.failed_auth_throttle import FailedAuthentications
+from api.security.headers import install_security_headers
+from api.storage.db import create_engine, start_database
 from ml import Predictor, PredictorSettings
 from ml.serving import runtime
 
@@ -102,9 +104,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
 
     app = FastAPI(title="whatsmyage", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
-                  docs_url=None, redoc_url=None)  # /docs is served by api.security, without a CDN
+                  docs_url=None, redoc_url=None)  # /docs: api.http.docs_page, without a CDN
     install_error_handlers(app)
-    security.install(app)  # security headers outside everything else, and /docs
+    add_docs(app)
+    install_security_headers(app)  # security headers outside everything else
     # Middleware: the last added runs first (CORS outside the app's own layers, so that refusals carry
     # its headers too; the request observer outside CORS).
     app.add_middleware(MultipartGuard)

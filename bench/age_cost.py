@@ -1,6 +1,6 @@
 """Per-face cost of age models in the serving runtime (`ml.serving.runtime`, ONNX Runtime), side by side.
 
-    .venv/bin/python bench/age_cost.py [--weights A.onnx --weights B.onnx ...] [--repeat 300] [--threads 1]
+    .venv/bin/python -m bench.age_cost [--weights A.onnx --weights B.onnx ...] [--repeat 300] [--threads 1]
 
 Each model's whole age step (`estimate`: every member, the mirrored chip when the model averages
 it, both temperatures, the interval) on one 64 px chip at a time, as the service runs a face, and
@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[0] = str(ROOT)  # the repository root, not bench/ (whose http.py would shadow the standard `http`)
+from bench.machine import describe
+from ml.paths import WEIGHTS_DIR
+from ml.serving import runtime
 
-from bench.machine import describe  # noqa: E402
-from ml.paths import WEIGHTS_DIR  # noqa: E402
-from ml.serving import runtime  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 MODELS = ("resnet10x3-utkface-v2", "resnet10-utkface-v2", "resnet10-utkface-v3")
 

@@ -1,6 +1,6 @@
 """Alignment choice: dlib's 5-point landmarks versus MediaPipe's own keypoints, by age MAE.
 
-    .venv/bin/python bench/alignment.py [--utkface ../shared/data/utkface/images] [--weights W]
+    .venv/bin/python -m bench.alignment [--utkface ../shared/data/utkface/images] [--weights W]
 
 Both start from the served detector's box on each image of the validation split. "dlib 5-point"
 is the served chip. "MediaPipe keypoints" warps the detector's eyes, nose tip and mouth onto a
@@ -12,7 +12,6 @@ Each is measured with and without averaging over the mirrored chip.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -21,17 +20,14 @@ import dlib
 import numpy as np
 from tqdm import tqdm
 
-# Import from the repository root, not bench/ (whose http.py would shadow the standard `http`).
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-from bench.machine import describe  # noqa: E402
-from ml.bands import band_names, band_of  # noqa: E402
-from ml.paths import DEFAULT_AGE_WEIGHTS  # noqa: E402
-from ml.serving.align import CHIP_PADDING, CHIP_SIZE, FaceAligner  # noqa: E402
-from ml.serving.faces import FaceDetector  # noqa: E402
-from ml.serving.images import load_image  # noqa: E402
-from ml.training.data import load_split, scan  # noqa: E402
-from ml.training.evaluate import load_model  # noqa: E402
+from bench.machine import describe
+from ml.bands import band_names, band_of
+from ml.paths import DEFAULT_AGE_WEIGHTS
+from ml.serving.align import CHIP_PADDING, CHIP_SIZE, FaceAligner
+from ml.serving.faces import FaceDetector
+from ml.serving.images import load_image
+from ml.training.data import load_split, scan
+from ml.training.evaluate import load_model
 
 KEYPOINTS = 4  # right eye, left eye, nose tip, mouth; the ear points move with the head's turn
 

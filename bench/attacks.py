@@ -1,6 +1,6 @@
 """Attacks on authentication and privacy, against the served app on loopback; prints what each got.
 
-    .venv/bin/python bench/attacks.py [--workers 2] [--guesses 300]
+    .venv/bin/python -m bench.attacks [--workers 2] [--guesses 300]
 
 It serves the app itself as `python -m api serve` does (`bench/load.py`'s server: an embedded
 Postgres in a temporary folder, the POST rate limit off, a random 43-character admin token), and
@@ -22,24 +22,20 @@ what it should not.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# This file's folder holds bench/http.py, which would shadow the standard `http`: take it off the path.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
-    sys.path.append(str(Path(__file__).resolve().parent))
-
 import argparse
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
-from load import ROOT, Server  # bench/load.py
+
+from bench.common import ROOT
+from bench.load import Server
 
 FIXTURES = ROOT / "tests" / "fixtures"
 NAME = "Xanthippe"

@@ -1,7 +1,7 @@
 """What authenticated requests cost with the throttle and the audit trail: this tree against a git ref,
 both served at once and measured in alternate rounds.
 
-    .venv/bin/python bench/auth_overhead.py [--against main] [--requests 300] [--rounds 3]
+    .venv/bin/python -m bench.auth_overhead [--against main] [--requests 300] [--rounds 3]
 
 The ref's files are taken with `git archive` into a temporary folder (nothing in any checkout
 changes). Each is served by `python -m api serve` (one worker, the POST rate limit off) on a free
@@ -13,29 +13,22 @@ and the medians and 95th percentiles of all rounds are printed side by side, in 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# This file's folder holds bench/http.py, which would shadow the standard `http`: take it off the path.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
-    sys.path.append(str(Path(__file__).resolve().parent))
-
 import argparse
 import os
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
-from load import ROOT, free_port, wait_healthy  # bench/load.py
-from machine import describe
+
+from bench.common import ROOT, free_port, server_env, start, stop, wait_healthy
+from bench.machine import describe
 
 ROUTES = ["GET /submissions/{id}", "GET /submissions/{id}/image", "GET /submissions?limit=20", "GET /metrics"]
 
@@ -43,24 +36,16 @@ ROUTES = ["GET /submissions/{id}", "GET /submissions/{id}/image", "GET /submissi
 @contextmanager
 def served(root: Path, token: str, data: Path) -> Iterator[str]:
     """The app of the tree at `root`, migrated and served; yields its URL."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PYTHONPATH")}
-    env |= {"WMA_DATA_DIR": str(data), "WMA_FRONTEND_DIR": str(data / "none"), "ADMIN_TOKEN": token,
-            "WMA_METRICS_TOKEN": token[::-1], "WMA_RATE_LIMIT_PER_MINUTE": "0", "PYTHONPATH": str(root)}
+    env = {k: v for k, v in server_env(data).items() if k != "PYTHONPATH"}
+    env |= {"ADMIN_TOKEN": token, "WMA_METRICS_TOKEN": token[::-1], "PYTHONPATH": str(root)}
     port = free_port()
     log = open(data / "server.log", "wb")  # noqa: SIM115
-    subprocess.run([sys.executable, "-m", "api", "migrate"], cwd=root, env=env, stdout=log, stderr=log, check=True,
-                   timeout=120)
-    proc = subprocess.Popen([sys.executable, "-m", "api", "serve", "--port", str(port)], cwd=root, env=env,
-                            stdout=log, stderr=log)
+    proc = start(env, port, log, root=root)
     try:
         wait_healthy(f"http://127.0.0.1:{port}", 120, proc)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         log.close()
 
 

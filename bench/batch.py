@@ -1,7 +1,7 @@
 """Bulk scoring: `python -m ml batch` on a local Ray against the plain `python -m ml predict` loop,
 on the same photos.
 
-    .venv/bin/python bench/batch.py [--data ../shared/data/utkface/images] [--photos 2000] [--small 400]
+    .venv/bin/python -m bench.batch [--data ../shared/data/utkface/images] [--photos 2000] [--small 400]
                                     [--actors 2]
 
 Both commands run as a user runs them (a new process each: Python's start, loading the model and,
@@ -28,15 +28,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# Run as a script, bench/ is first on the import path, and bench/http.py would shadow `http`.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
+import psutil
+
+from bench.machine import describe
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import psutil  # noqa: E402
-
-from bench.machine import describe  # noqa: E402
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Face detection: faces found and false faces per category, the old detector and the new side by side.
 
-    .venv/bin/python bench/detection.py [--set data/detection-set] [--utkface ../shared/data/utkface]
+    .venv/bin/python -m bench.detection [--set data/detection-set] [--utkface ../shared/data/utkface]
                                         [--crops-split test] [--part all|dev|held-out]
 
 Needs the evaluation set that `make detection-set` (bench/detection_set.py) generates. Both detectors
@@ -38,14 +38,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-# Import from the repository root, not bench/ (whose http.py would shadow the standard `http`).
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-from bench.machine import describe  # noqa: E402
-from ml.serving import blazeface  # noqa: E402
-from ml.serving.faces import DetectorSettings, Face, FaceDetector  # noqa: E402
-from ml.serving.images import load_image  # noqa: E402
-from ml.serving.yunet import YuNet  # noqa: E402
+from bench.machine import describe
+from ml.serving import blazeface
+from ml.serving.faces import DetectorSettings, Face, FaceDetector
+from ml.serving.images import load_image
+from ml.serving.yunet import YuNet
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,6 +1,6 @@
 """Generate the face-detection evaluation set under data/detection-set/ (git-ignored), deterministically.
 
-    .venv/bin/python bench/detection_set.py [--faces ../shared/data/faces] [--utkface ../shared/data/utkface]
+    .venv/bin/python -m bench.detection_set [--faces ../shared/data/faces] [--utkface ../shared/data/utkface]
                                             [--out data/detection-set] [--scenes 300] [--held-out 100]
 
 `manifest.tsv` lists every image with its kind, its variant, its part, the exact number of faces and,
@@ -33,16 +33,13 @@ import csv
 import hashlib
 import io
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-sys.path[0] = str(Path(__file__).resolve().parent.parent)  # import from the repository root
-
-from ml.serving.images import load_image  # noqa: E402
+from ml.serving.images import load_image
 
 ROOT = Path(__file__).resolve().parent.parent
 Box = tuple[float, float, float, float]  # x, y, width, height

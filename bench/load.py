@@ -1,6 +1,6 @@
 """Many uploads at once against the served app on loopback, good ones and bad ones mixed.
 
-    .venv/bin/python bench/load.py [--uploads 100] [--url http://127.0.0.1:8000]
+    .venv/bin/python -m bench.load [--uploads 100] [--url http://127.0.0.1:8000]
 
 Without --url it migrates and serves the app itself (`python -m api migrate`, `python -m api serve`)
 on a free port, with an embedded Postgres in a temporary folder (or `--database-url`), the rate
@@ -18,13 +18,6 @@ Everything is bounded in time (--timeout per request, an alarm for the whole run
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# This file's folder holds bench/http.py, which would shadow the standard `http`: take it off the path.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
-
 import argparse
 import asyncio
 import contextlib
@@ -34,24 +27,24 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import tempfile
 import time
-import urllib.request
 import uuid
 import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
 import psutil
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.common import ROOT, free_port, get_json, pct, read_head, server_env, start, stop, verdict, wait_healthy
+
 FIXTURES = ROOT / "tests" / "fixtures"
 FORM = {"first_name": "Eileen", "true_age": "42", "consent": "true"}
 
@@ -172,13 +165,6 @@ async def send(host: str, port: int, kind: Kind, seconds: float, start: asyncio.
         return Answer(kind.name, type(e).__name__, time.perf_counter() - t)
 
 
-async def read_head(reader: asyncio.StreamReader) -> tuple[str, dict[str, str]]:
-    raw = await reader.readuntil(b"\r\n\r\n")
-    lines = raw.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
-    return lines[0], headers
-
-
 async def run_load(host: str, port: int, uploads: int, seconds: float, server: psutil.Process | None,
                    result: LoadResult) -> None:
     """One round: `uploads` requests at once; their answers and the memory go into `result`."""
@@ -244,11 +230,6 @@ class LoadResult:
         return out
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))] if ordered else float("nan")
-
-
 def report(result: LoadResult) -> str:
     rounds = ", ".join(f"{s:.2f}" for s in result.rounds)
     lines = [f"{len(result.answers) // len(result.rounds)} uploads at once, {len(result.rounds)} round(s), "
@@ -275,35 +256,6 @@ def report(result: LoadResult) -> str:
 # --- the server ------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get_json(url: str, token: str | None = None, timeout: float = 5) -> tuple[int, dict]:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, {}
-
-
-def wait_healthy(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc is not None and proc.poll() is not None:
-            raise SystemExit(f"the server exited with {proc.returncode}")
-        try:
-            if get_json(url + "/healthz", timeout=2)[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"server not healthy after {timeout:.0f} s")
-
-
 def count_rows(url: str, token: str) -> int:
     status, body = get_json(url + "/submissions?limit=1", token)
     if status != 200:
@@ -320,9 +272,7 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = secrets.token_urlsafe(32)
-        env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-        env |= {"WMA_DATA_DIR": str(self.tmp), "WMA_FRONTEND_DIR": str(self.tmp / "none"), "ADMIN_TOKEN": self.token,
-                "WMA_RATE_LIMIT_PER_MINUTE": "0"}
+        env = server_env(self.tmp, ADMIN_TOKEN=self.token)
         if database_url:
             env["DATABASE_URL"] = database_url
         if slots:
@@ -333,23 +283,14 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> Server:
-        if "DATABASE_URL" not in self.env:  # the embedded one is new: it needs its tables
-            subprocess.run([sys.executable, "-m", "api", "migrate"], cwd=ROOT, env=self.env, stdout=self.log,
-                           stderr=self.log, check=True, timeout=120)
-        self.proc = subprocess.Popen([sys.executable, "-m", "api", "serve", "--port", str(self.port),
-                                      "--workers", str(self.workers)],
-                                     cwd=ROOT, env=self.env, stdout=self.log, stderr=self.log)
+        # An embedded database is new: it needs its tables.
+        self.proc = start(self.env, self.port, self.log, workers=self.workers, migrate="DATABASE_URL" not in self.env)
         wait_healthy(self.url, 120, self.proc)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        if self.proc is not None:
+            stop(self.proc)
         self.log.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -389,11 +330,7 @@ def main() -> None:
             assert server.proc is not None
             result = load(server.url, server.token, args.uploads, args.timeout, server.proc.pid, args.rounds)
     print(report(result))
-    problems = result.problems(expected_statuses())
-    for problem in problems:
-        print("PROBLEM:", problem)
-    print("ok: no 5xx but 503, no hang, rows == 201s" if not problems else f"{len(problems)} problem(s)")
-    sys.exit(1 if problems else 0)
+    verdict(result.problems(expected_statuses()), "ok: no 5xx but 503, no hang, rows == 201s")
 
 
 if __name__ == "__main__":

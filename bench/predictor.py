@@ -1,6 +1,6 @@
 """Predictor latency per stage, the served runtime against the torch reference, and memory. `make bench`.
 
-    .venv/bin/python bench/predictor.py [--repeat 50] [--weights W.onnx] [--threads N]
+    .venv/bin/python -m bench.predictor [--repeat 50] [--weights W.onnx] [--threads N]
 
 Photos: a 640x480 one-face JPEG and a 12-megapixel (4000x3000) JPEG, both made from the astronaut
 fixture, and the 6-face group photo from ../shared/data/faces when present. The same predictor
@@ -29,15 +29,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-# Import from the repository root, not bench/ (whose http.py would shadow the standard `http`).
-sys.path[0] = str(ROOT)
+from bench.machine import describe
+from ml.paths import DEFAULT_AGE_WEIGHTS
+from ml.serving import runtime
+from ml.serving.faces import DetectorSettings, FaceDetector
+from ml.serving.predictor import Predictor
 
-from bench.machine import describe  # noqa: E402
-from ml.paths import DEFAULT_AGE_WEIGHTS  # noqa: E402
-from ml.serving import runtime  # noqa: E402
-from ml.serving.faces import DetectorSettings, FaceDetector  # noqa: E402
-from ml.serving.predictor import Predictor  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 GROUP_PHOTO = ROOT.parent / "shared" / "data" / "faces" / "multi_insightface_t1.jpg"
 STAGES = ("decode", "detect", "align", "age")

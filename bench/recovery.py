@@ -1,6 +1,6 @@
 """How long the served app takes to get its embedded Postgres back after a SIGKILL of the postmaster.
 
-    .venv/bin/python bench/recovery.py [--kills 5] [--workers 1] [--uploads 4]
+    .venv/bin/python -m bench.recovery [--kills 5] [--workers 1] [--uploads 4]
 
 It migrates and serves the app itself (bench/soak.py's Server: embedded Postgres in a temporary
 folder), keeps --uploads clients submitting photos (each retrying a 503 with the same Idempotency-Key),
@@ -11,14 +11,6 @@ otherwise, or if a recovery took more than 10 s).
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# This file's folder holds bench/http.py, which would shadow the standard `http`: take it off the path.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
 import asyncio
@@ -32,6 +24,7 @@ from collections import Counter
 import httpx
 
 from bench import load
+from bench.common import verdict
 from bench.machine import describe
 from bench.soak import Server
 
@@ -116,10 +109,7 @@ def main() -> None:
         problems.append(f"rows stored {rows} != 201s {len(created)}")
     if set(statuses) - {201, 503}:
         problems.append(f"answers other than 201 and 503: {dict(statuses)}")
-    for problem in problems:
-        print("PROBLEM:", problem)
-    print("ok" if not problems else f"{len(problems)} problem(s)")
-    sys.exit(1 if problems else 0)
+    verdict(problems, "ok")
 
 
 if __name__ == "__main__":

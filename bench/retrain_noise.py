@@ -1,7 +1,7 @@
 """How much of a validation MAE difference between two models is chance: the paired bootstrap that
 `python -m api retrain` applies to the active model and its candidate, here on two shipped models.
 
-    .venv/bin/python bench/retrain_noise.py [--data ../shared/data/utkface/images] [--a A.onnx] [--b B.onnx]
+    .venv/bin/python -m bench.retrain_noise [--data ../shared/data/utkface/images] [--a A.onnx] [--b B.onnx]
 
 Prints each model's MAE on the validation split, their difference, and the 95% half-width of that
 difference over 2000 resamples of the faces (paired: both models' errors on the same faces), beside

@@ -1,6 +1,6 @@
 """Soak: many requests at a steady concurrency against the served app, watching what must stay flat.
 
-    .venv/bin/python bench/soak.py [--requests 20000] [--concurrency 8] [--mix all|predict] [--every 1000]
+    .venv/bin/python -m bench.soak [--requests 20000] [--concurrency 8] [--mix all|predict] [--every 1000]
 
 Without --url it migrates and serves the app itself (`python -m api migrate`, `python -m api serve`,
 bench/load.py's Server) on a free port, with an embedded Postgres in a temporary folder (or
@@ -22,14 +22,6 @@ and the rows stored equal to the 201s answered less the withdrawals. Exit status
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# This file's folder holds bench/http.py, which would shadow the standard `http`: take it off the path.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import argparse
 import asyncio
 import contextlib
@@ -43,12 +35,13 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import psutil
 from PIL import Image
 
-from bench import load
+from bench import common, load
 from bench.machine import describe
 
 FORM = {"first_name": "Eileen", "true_age": "42", "consent": "true"}
@@ -131,31 +124,11 @@ class Mix:
 # --- the client: keep-alive HTTP/1.1 on asyncio streams ----------------------------------------------------
 
 
-class Connection:
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
+class Connection(common.Connection):
     async def send(self, request: Request) -> tuple[int, dict[str, str], bytes]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
         head = f"{request.method} {request.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
         head += "".join(f"{k}: {v}\r\n" for k, v in request.headers.items())
-        self.writer.write((head + f"Content-Length: {len(request.body)}\r\n\r\n").encode() + request.body)
-        status_line, headers = await load.read_head(self.reader)
-        body = await self.reader.readexactly(int(headers.get("content-length", "0")))
-        if headers.get("connection", "").lower() == "close":
-            await self.close()
-        return int(status_line.split()[1]), headers, body
-
-    async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            with contextlib.suppress(OSError):
-                await self.writer.wait_closed()
-        self.reader = self.writer = None
+        return await self.exchange((head + f"Content-Length: {len(request.body)}\r\n\r\n").encode() + request.body)
 
 
 # --- what is watched -------------------------------------------------------------------------------------
@@ -307,7 +280,7 @@ def main() -> None:
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"{args.requests} requests, mix {args.mix}, concurrency {args.concurrency}, report every {args.every}")
     print("   done  elapsed   server memory, descriptors and database connections, statuses of the window")
-    pool = 10 * args.workers  # each worker's pool: 5 connections plus 5 overflow (api/db.py)
+    pool = 10 * args.workers  # each worker's pool: 5 connections plus 5 overflow (api/storage/db.py)
     if args.url:
         token = os.environ.get("ADMIN_TOKEN", "")
         database_url = args.database_url or os.environ.get("DATABASE_URL")
@@ -326,11 +299,8 @@ def main() -> None:
             rows = load.count_rows(server.url, server.token) - rows_before
             problems = judge(result, rss_slack=int(args.rss_slack * 2**20), pool=pool, rows=rows)
     summarize(result, rows)
-    for problem in problems:
-        print("PROBLEM:", problem)
-    print("ok: no 5xx but 503 with Retry-After, descriptors, connections and memory flat, rows == 201s - withdrawals"
-          if not problems else f"{len(problems)} problem(s)")
-    sys.exit(1 if problems else 0)
+    common.verdict(problems, "ok: no 5xx but 503 with Retry-After, descriptors, connections and memory flat, "
+                             "rows == 201s - withdrawals")
 
 
 def summarize(result: Soak, rows: int | None) -> None:
@@ -353,31 +323,15 @@ def summarize(result: Soak, rows: int | None) -> None:
 
 
 class Server(load.Server):
-    """bench/load.py's server, with --workers."""
+    """bench/load.py's server; with several workers, each with its share of the CPUs and one OpenMP thread."""
 
     def __init__(self, database_url: str | None, workers: int) -> None:
-        super().__init__(database_url, slots=None)
-        self.workers = workers
-        if workers > 1:
-            self.env |= {"OMP_NUM_THREADS": "1", "WMA_CONCURRENCY_SLOTS": str(max(1, (os.cpu_count() or 1) // workers))}
-
-    def __enter__(self) -> Server:
-        if self.workers == 1:
-            super().__enter__()
-            return self
-        import subprocess
-
-        if "DATABASE_URL" not in self.env:
-            subprocess.run([sys.executable, "-m", "api", "migrate"], cwd=load.ROOT, env=self.env, stdout=self.log,
-                           stderr=self.log, check=True, timeout=120)
-        self.proc = subprocess.Popen([sys.executable, "-m", "api", "serve", "--port", str(self.port), "--workers",
-                                      str(self.workers)], cwd=load.ROOT, env=self.env, stdout=self.log, stderr=self.log)
-        load.wait_healthy(self.url, 120, self.proc)
-        return self
+        threads = {"OMP_NUM_THREADS": "1", "WMA_CONCURRENCY_SLOTS": str(max(1, (os.cpu_count() or 1) // workers))}
+        super().__init__(database_url, slots=None, workers=workers, extra_env=threads if workers > 1 else None)
 
 
 def embedded_url(pgdata: Path) -> str:
-    """The started server's embedded Postgres, on the socket in its pgdata (see api/embedded.py)."""
+    """The started server's embedded Postgres, on the socket in its pgdata (see api/storage/embedded.py)."""
     return f"postgresql://postgres@/postgres?host={pgdata.resolve()}"
 
 

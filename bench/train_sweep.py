@@ -1,9 +1,9 @@
 """Training recipes side by side: several `ml.training.train` runs (and ensembles of them) in one go.
 
     # here: pack the cached train + validation chips (JPEG, about 40 MB), never the test split
-    .venv/bin/python bench/train_sweep.py pack --data ../shared/data/utkface/images --out .device/chips.npz
+    .venv/bin/python -m bench.train_sweep pack --data ../shared/data/utkface/images --out .device/chips.npz
     # on a GPU machine (or here, slowly): run the recipes, several at once, within a time budget
-    python3 bench/train_sweep.py run --chips .device/chips.npz --out $OUT --minutes 7
+    python3 -m bench.train_sweep run --chips .device/chips.npz --out $OUT --minutes 7
 
 Each recipe is a `TrainConfig`; results (validation MAE per epoch, calibrated MAE, coverage, by
 band) go to `sweep.json`, the run folders without weights to `runs.tar.gz`, and the best weights
@@ -18,7 +18,6 @@ import io
 import json
 import multiprocessing as mp
 import shutil
-import sys
 import tarfile
 import time
 import traceback
@@ -26,11 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-# Import from the repository root, not bench/ (whose http.py would shadow the standard `http`).
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-from ml.training.chips import ChipSet  # noqa: E402
-from ml.training.train import AUGMENTATIONS, TrainConfig  # noqa: E402
+from ml.training.chips import ChipSet
+from ml.training.train import AUGMENTATIONS, TrainConfig
 
 STRONG = AUGMENTATIONS["strong"]
 

@@ -1,12 +1,12 @@
 """Memory per worker process, and /predict throughput, with 1 and with N uvicorn workers.
 
-    .venv/bin/python bench/workers.py [--workers 1 2] [--requests 200] [--duration 8] [--concurrency 8]
+    .venv/bin/python -m bench.workers [--workers 1 2] [--requests 200] [--duration 8] [--concurrency 8]
 
 For each worker count it serves the app as `python -m api serve --workers N` does (embedded Postgres
 in a temporary folder, no migration needed for /predict), then reads each process's memory from
 /proc (psutil): after start-up (model loaded), and again after about `--requests` warm-up /predict
 calls and two `--duration`-second loads at `--concurrency` (640x480 one-face JPEG, the photo of
-bench/http.py): one over keep-alive connections, one with a new connection per request. Each worker's
+bench/http_latency.py): one over keep-alive connections, one with a new connection per request. Each worker's
 CPU time during a load shows how the requests were shared out between the workers.
 
 RSS counts every page a process maps, shared libraries included, so N workers' RSS added up
@@ -19,37 +19,20 @@ they are set, so that N workers do not run more age-network threads than there a
 
 from __future__ import annotations
 
-import sys
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import tempfile
+import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
-# Run as a script, bench/ is first on the import path, and bench/http.py would shadow `http`.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import psutil
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from urllib.parse import urlsplit  # noqa: E402
-
-import psutil  # noqa: E402
-
-from bench.http import (  # noqa: E402
-    Connection,
-    Run,
-    free_port,
-    load,
-    multipart_request,
-    pct,
-    photo_640x480_jpeg,
-    wait_healthy,
-)
+from bench.common import Connection, free_port, pct, server_env, start, stop, wait_healthy
+from bench.http_latency import Run, load, multipart_request, photo_640x480_jpeg
 
 MiB = 2**20
 
@@ -71,7 +54,7 @@ def memory(processes: list[psutil.Process]) -> list[tuple[float, float, float]]:
 
 
 async def load_fresh_connections(host: str, port: int, raw: bytes, concurrency: int, duration: float) -> Run:
-    """Like bench.http.load, but every request on a connection of its own (as a proxy without keep-alive)."""
+    """Like bench.http_latency.load, but every request on a connection of its own (as a proxy without keep-alive)."""
     run = Run()
     deadline = time.perf_counter() + duration
 
@@ -106,16 +89,13 @@ def run(n: int, jpeg: bytes, requests: int, duration: float, concurrency: int) -
     tmp = Path(tempfile.mkdtemp(prefix="whatsmyage-workers-"))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    # the rate limit off: all the load comes from one address
-    env |= {"WMA_DATA_DIR": str(tmp), "WMA_FRONTEND_DIR": str(tmp / "none"), "WMA_RATE_LIMIT_PER_MINUTE": "0"}
+    env = server_env(tmp)
     if n > 1:
         env.setdefault("WMA_CONCURRENCY_SLOTS", str(max(1, (os.cpu_count() or 1) // n)))
         env.setdefault("OMP_NUM_THREADS", "1")
     log = open(tmp / "server.log", "wb")  # noqa: SIM115
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "api", "serve", "--port", str(port), "--workers", str(n)],
-                            cwd=ROOT, env=env, stdout=log, stderr=log)
+    proc = start(env, port, log, workers=n, migrate=False)
     server = psutil.Process(proc.pid)
     try:
         wait_healthy(url, 180)
@@ -157,11 +137,7 @@ def run(n: int, jpeg: bytes, requests: int, duration: float, concurrency: int) -
         total_pss = sum(pss for _, pss, _ in rows) + (server.memory_full_info().pss / MiB if n > 1 else 0)
         print(f"    all processes together: PSS {total_pss:.0f} MiB")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, 60)
         stopped = not (tmp / "pgdata" / "postmaster.pid").exists()
         print(f"    stopped (exit {proc.returncode}); embedded Postgres stopped: {stopped}")
         log.close()

@@ -1,7 +1,7 @@
 """What YuNet's ONNX Runtime arena costs in memory and saves in time: `ml.serving.yunet.YuNet`'s `memory` modes
 side by side (keep the arena, shrink it after every run, shrink it after large inputs only, no arena).
 
-    .venv/bin/python bench/yunet_memory.py [--photos 200] [--repeat 3]
+    .venv/bin/python -m bench.yunet_memory [--photos 200] [--repeat 3]
 
 Memory: each mode in a fresh process set up as the service sets itself up (`tune_allocator` before
 loading, `photo_done` after each photo), the served `FaceDetector` on `--photos` mixed photos decoded as
@@ -28,14 +28,12 @@ import numpy as np
 import psutil
 from PIL import Image
 
-sys.path[0] = str(Path(__file__).resolve().parent.parent)  # import from the repository root
-
-from bench.machine import describe  # noqa: E402
-from bench.predictor import photos as predictor_photos  # noqa: E402
-from ml.serving.faces import FaceDetector  # noqa: E402
-from ml.serving.images import load_image  # noqa: E402
-from ml.serving.runtime import photo_done, tune_allocator  # noqa: E402
-from ml.serving.yunet import YUNET_MEMORY, YuNet  # noqa: E402
+from bench.machine import describe
+from bench.predictor import photos as predictor_photos
+from ml.serving.faces import FaceDetector
+from ml.serving.images import load_image
+from ml.serving.runtime import photo_done, tune_allocator
+from ml.serving.yunet import YUNET_MEMORY, YuNet
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1 << 20

@@ -2,7 +2,7 @@
 `cv2.FaceDetectorYN` running the fixed-size file of the same network (`yunet_s_640_640.onnx`, byte for
 byte OpenCV Zoo's `face_detection_yunet_2023mar.onnx`): the same detections, and the time of each.
 
-    .venv/bin/python bench/yunet_runtime.py --opencv-model PATH/yunet_s_640_640.onnx [--repeat 20]
+    .venv/bin/python -m bench.yunet_runtime --opencv-model PATH/yunet_s_640_640.onnx [--repeat 20]
 
 OpenCV is not a dependency of the service's detection (ml/serving/faces.py never imports it); it is in the venv
 for this comparison. Both run on one thread, in turns, on the same photo reduced to each size.
@@ -11,17 +11,14 @@ for this comparison. Both run on one thread, in turns, on the same photo reduced
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path[0] = str(Path(__file__).resolve().parent.parent)  # import from the repository root
-
-from bench.detection import fixed_photos  # noqa: E402
-from bench.machine import describe  # noqa: E402
-from ml.serving.yunet import YuNet, _nms, _reduced  # noqa: E402
+from bench.detection import fixed_photos
+from bench.machine import describe
+from ml.serving.yunet import YuNet, _nms, _reduced
 
 ROOT = Path(__file__).resolve().parent.parent
 

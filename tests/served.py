@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,16 +23,11 @@ from typing import Any, TypeVar
 import httpx
 import psutil
 
-from api.config import REPO_ROOT
+from api.core.settings import REPO_ROOT
+from bench.common import free_port, stop
 
 ADMIN_TOKEN = "served-admin-token-0123456789abcdef0123456789"  # 32 characters at least (a rule on main)
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_async(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -125,13 +119,8 @@ def served(workers: int = 1, **settings: str) -> Iterator[Served]:
         wait_healthy(url, process)
         yield Served(url=url, data=data, process=process, env=env)
     finally:
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            stop(process, 60)
         stop_embedded(data / "pgdata")
         shutil.rmtree(data, ignore_errors=True)
 
@@ -140,7 +129,7 @@ def stop_embedded(pgdata: Path) -> None:
     """Stop an embedded server a test left running (a failed test), so that no server outlives its folder."""
     if not (pgdata / "postmaster.pid").exists():
         return
-    from api import embedded
+    from api.storage import embedded
 
     postgres = embedded.EmbeddedPostgres(pgdata)
     postgres.stop()

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from api.config import REPO_ROOT, Settings
+from api.core.settings import REPO_ROOT, Settings
 from api.main import create_app
 
 ray = pytest.importorskip("ray", reason="the batch extra: pip install -e '.[batch]' (make install does)")

@@ -16,7 +16,7 @@ from collections import Counter
 
 import pytest
 
-from api.config import REPO_ROOT
+from api.core.settings import REPO_ROOT
 from tests.served import ADMIN_TOKEN, served
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from api.config import REPO_ROOT
+from api.core.settings import REPO_ROOT
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
@@ -103,7 +103,7 @@ def dockerignored(path: str, patterns: list[str]) -> bool:
 @pytest.mark.parametrize("path, ignored", [
     (".venv/bin/python", True), ("data/pgdata/PG_VERSION", True), ("runs/r1/model.safetensors", True),
     (".git/HEAD", True), ("test-results/trace.zip", True), (".env", True), ("tests/conftest.py", True),
-    ("bench/http.py", True), ("api/__pycache__/main.cpython-311.pyc", True),
+    ("bench/http_latency.py", True), ("api/__pycache__/main.cpython-311.pyc", True),
     ("ml/weights/cydral-resnet10-v1.safetensors", True),  # training source: the image serves the .onnx
     ("api/main.py", False), ("ml/weights/cydral-resnet10-v1.onnx", False), ("alembic/env.py", False),
     ("ml/weights/yunet_s_dynamic.onnx", False),  # the second face detector, read at start-up

@@ -1,4 +1,4 @@
-"""api/embedded.py on a real embedded Postgres: after a SIGKILL of the postmaster while a backend is
+"""api/storage/embedded.py on a real embedded Postgres: after a SIGKILL of the postmaster while a backend is
 busy in a long query (so that it outlives its postmaster, holding the shared memory a new server
 refuses to share), `restart` clears what is left (that backend, the old segment, the stale
 postmaster.pid) and starts the server again on the same socket, with what was committed."""
@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from api.embedded import EmbeddedPostgres, binary
+from api.storage.embedded import EmbeddedPostgres, binary
 
 pytestmark = pytest.mark.slow
 

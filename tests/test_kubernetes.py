@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from api.config import REPO_ROOT
-from api.db import create_engine
+from api.core.settings import REPO_ROOT
 from api.routes import detect, health, metrics, predict, submissions
+from api.storage.db import create_engine
 
 K8S = REPO_ROOT / "deploy" / "kubernetes"
 KUSTOMIZATIONS = ["base", "overlays/example"]
@@ -159,7 +159,7 @@ def test_the_autoscaler_scales_the_deployment_on_cpu_and_the_budget_keeps_one_po
 
 
 def test_database_connections_fit_within_max_connections(rendering, objects):
-    """Each pod holds up to WMA_WORKERS x (pool_size + max_overflow) connections (api/db.py)."""
+    """Each pod holds up to WMA_WORKERS x (pool_size + max_overflow) connections (api/storage/db.py)."""
     engine = create_engine("postgresql+asyncpg://user@localhost/db")  # makes no connection
     per_worker = engine.sync_engine.pool.size() + engine.sync_engine.pool._max_overflow
     workers = int(one(objects, "ConfigMap")["data"]["WMA_WORKERS"])

@@ -27,9 +27,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from api import db
-from api.config import REPO_ROOT
-from api.embedded import binary
+from api.core.settings import REPO_ROOT
+from api.storage import db
+from api.storage.embedded import binary
 from tests.served import run_async, served
 
 pytestmark = pytest.mark.slow

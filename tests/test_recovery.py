@@ -1,5 +1,5 @@
 """The embedded Postgres dies under the served app (`python -m api serve`, one worker or two sharing
-it) and the service brings it back by itself (api/embedded.py's watchdog), on the real thing:
+it) and the service brings it back by itself (api/storage/embedded.py's watchdog), on the real thing:
 
 - SIGKILL of the postmaster while four clients submit photos: /healthz is 200 again within 10 s, with
   no restart of the service and one server for the workers; submissions are accepted again; every

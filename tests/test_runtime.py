@@ -30,7 +30,7 @@ def test_serving_process_never_imports_torch():
     code = """
 import sys
 import api.main
-from api.config import Settings
+from api.core.settings import Settings
 predictor = api.main.load_predictor(Settings(_env_file=None))
 predictor.predict(open(sys.argv[1], "rb").read())
 predictor.close()

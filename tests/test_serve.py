@@ -19,8 +19,8 @@ import pytest
 import uvicorn
 
 from api.__main__ import serve
-from api.config import REPO_ROOT, Settings
-from api.logs import log_config
+from api.core.logs import log_config
+from api.core.settings import REPO_ROOT, Settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -11,14 +11,14 @@ import sys
 
 import pytest
 
-from api.config import REPO_ROOT
+from api.core.settings import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
 
 def test_a_short_soak_answers_everything_as_expected_and_leaks_nothing():
-    run = subprocess.run([sys.executable, "bench/soak.py", "--requests", "600", "--every", "100", "--rss-slack", "100"],
-                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    command = [sys.executable, "-m", "bench.soak", "--requests", "600", "--every", "100", "--rss-slack", "100"]
+    run = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     print(run.stdout)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert "ok: no 5xx but 503 with Retry-After" in run.stdout

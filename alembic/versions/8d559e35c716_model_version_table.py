@@ -1,6 +1,6 @@
 """model_version table
 
-The model registry (api/registry.py): every age model the service can serve, its weights file and
+The model registry (api/learning/registry.py): every age model the service can serve, its weights file and
 SHA-256, what it was trained on, its evaluation and its state. A partial unique index keeps at most
 one row active. The shipped models are registered by the app at start-up, not here.
 

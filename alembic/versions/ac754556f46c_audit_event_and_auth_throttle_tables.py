@@ -2,7 +2,7 @@
 
 audit_event is append-only: a trigger refuses UPDATE, DELETE and TRUNCATE (for the application and
 anyone who is not allowed to drop the trigger). auth_throttle holds the failed-authentication counts
-per client address (api/throttle.py).
+per client address (api/security/failed_auth_throttle.py).
 
 Revision ID: ac754556f46c
 Revises: d7485b0d7382

@@ -1,4 +1,4 @@
-"""GET /audit: the audit trail (admin), newest first (see `api.audit` for what is recorded)."""
+"""GET /audit: the audit trail (admin), newest first (see `api.privacy.audit` for what is recorded)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from fastapi import APIRouter, Query
 from sqlalchemy import func, or_
 from sqlmodel import col, select
 
-from api.audit import Action
+from api.core.errors import problem_responses
 from api.deps import AdminDep, SessionDep
-from api.errors import problem_responses
-from api.models import AuditEvent, AuditEventRead, AuditPage
+from api.http.schemas import AuditEventRead, AuditPage
+from api.privacy.audit import Action
+from api.storage.tables import AuditEvent
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, UploadFile
 
+from api.core.errors import problem_responses
 from api.deps import MetricsDep, MultipartDep, PredictorDep, SettingsDep, SlotsDep, read_upload
-from api.errors import problem_responses
-from api.models import DetectedFace, DetectResponse, ImageSize
+from api.http.schemas import DetectedFace, DetectResponse, ImageSize
 
 router = APIRouter(tags=["faces"])
 

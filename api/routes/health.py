@@ -17,7 +17,7 @@ from fastapi import APIRouter, Response
 from sqlalchemy import text
 
 from api.deps import DatabaseDep, PredictorDep, SessionDep
-from api.models import Health
+from api.http.schemas import Health
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger("api")

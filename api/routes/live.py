@@ -39,10 +39,10 @@ from urllib.parse import urlsplit
 import anyio
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from api.config import Settings
+from api.core.errors import Overloaded, ProcessingTimeout
+from api.core.metrics import Metrics
+from api.core.settings import Settings
 from api.deps import LiveSlots, Slots
-from api.errors import Overloaded, ProcessingTimeout
-from api.metrics import Metrics
 from ml import ImageError, Predictor
 from ml.serving.tracking import FaceTracker, TrackedFace
 

@@ -1,12 +1,13 @@
-"""GET /metrics: the Prometheus text exposition (see `api.metrics` for what it holds)."""
+"""GET /metrics: the Prometheus text exposition (see `api.core.metrics` for what it holds)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response
 
-from api.deps import AuthGuardDep, BearerDep, MetricsDep, SettingsDep, tokens_match
-from api.errors import InvalidToken, NotAuthenticated
-from api.metrics import CONTENT_TYPE
+from api.core.errors import InvalidToken, NotAuthenticated
+from api.core.metrics import CONTENT_TYPE
+from api.deps import AuthGuardDep, MetricsDep, SettingsDep
+from api.security.auth import BearerDep, tokens_match
 
 router = APIRouter(tags=["operations"])
 

@@ -1,5 +1,6 @@
 """The model registry over HTTP: `GET /model` (public), `GET /models` and `POST /models/{version}/activate`
-(admin). See `api.registry` for the states and `api.swap` for how every worker follows an activation."""
+(admin). See `api.learning.registry` for the states and `api.learning.swap` for how every worker follows an
+activation."""
 
 from __future__ import annotations
 
@@ -7,9 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
-from api import registry
-from api.deps import AdminDep, ModelFollowerDep, SessionDep
-from api.errors import (
+from api.core.errors import (
     DatabaseUnavailable,
     ModelFileInvalid,
     ModelNotFound,
@@ -17,7 +16,9 @@ from api.errors import (
     problem_response,
     problem_responses,
 )
-from api.models import ModelList, ModelRead, ModelVersionRead
+from api.deps import AdminDep, ModelFollowerDep, SessionDep
+from api.http.schemas import ModelList, ModelRead, ModelVersionRead
+from api.learning import registry
 
 router = APIRouter(tags=["model"])
 

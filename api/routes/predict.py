@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import MetricsDep, MultipartDep, PredictorDep, SettingsDep, SlotsDep, read_upload
-from api.models import ImageSize, PredictedFace, PredictResponse
+from api.http.schemas import ImageSize, PredictedFace, PredictResponse
 from api.routes.detect import IMAGE_ENCODING, IMAGE_ERRORS, ImageFile
 
 router = APIRouter(tags=["faces"])

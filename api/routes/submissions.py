@@ -2,7 +2,7 @@
 
 POST is open to anyone; listing needs the admin token; reading one and deleting it need the admin
 token or the deletion token handed out once when the submission was stored. Every read and deletion
-is recorded in the audit trail (`api.audit`).
+is recorded in the audit trail (`api.privacy.audit`).
 """
 
 from __future__ import annotations
@@ -22,27 +22,25 @@ from sqlalchemy import func
 from sqlalchemy.orm import defer
 from sqlmodel import col, select
 
-from api import audit
+from api.core.errors import ConsentRequired, InvalidDeletionToken, NoFaceDetected, NotFound, problem_responses
+from api.core.metrics import Metrics
 from api.deps import (
     AdminDep,
     AuthGuardDep,
-    BearerDep,
-    DeletionTokenDep,
     MetricsDep,
     MultipartDep,
     PredictorDep,
     SessionDep,
     SettingsDep,
     SlotsDep,
-    authenticate_admin,
-    hash_token,
     read_upload,
 )
-from api.errors import ConsentRequired, InvalidDeletionToken, NoFaceDetected, NotFound, problem_responses
-from api.idempotency import Idempotency, IdempotencyKeyHeader
-from api.metrics import Metrics
-from api.models import ImageSize, PredictedFace, Submission, SubmissionCreated, SubmissionPage, SubmissionRead
+from api.http.schemas import ImageSize, PredictedFace, SubmissionCreated, SubmissionPage, SubmissionRead
+from api.privacy import audit
+from api.privacy.idempotency import Idempotency, IdempotencyKeyHeader
 from api.routes.detect import IMAGE_ENCODING, ImageFile
+from api.security.auth import BearerDep, DeletionTokenDep, authenticate_admin, hash_token
+from api.storage.tables import Submission
 from ml import FaceAge, LoadedImage, Predictor, reencode_jpeg
 
 router = APIRouter(prefix="/submissions", tags=["submissions"])
@@ -273,7 +271,7 @@ async def submission_access(submission_id: uuid.UUID, session: SessionDep, setti
     Without a deletion token the admin token is needed (401/403); with one, it must be this
     submission's (403 `invalid_deletion_token`, also when no submission has that id: a token never
     tells what exists). Wrong tokens count against the client's address, which gets 429 after 10 a
-    minute (`api.throttle`). An unknown id is 404 to the admin."""
+    minute (`api.security.failed_auth_throttle`). An unknown id is 404 to the admin."""
     await guard.check()
     if x_deletion_token is None:
         await authenticate_admin(settings, credentials, guard)

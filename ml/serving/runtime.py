@@ -90,7 +90,7 @@ def tune_allocator() -> bool:
     threshold that starts at 128 KiB but rises to the largest block freed so far, up to 32 MiB, and
     keeps up to twice that free at the top of each thread's heap. Loading the age model frees tens of
     MB, so afterwards decoded photos, detector inputs and network buffers all come from the heaps and
-    what they free stays with the process. Measured with `bench/http.py --memory 1800` (mixed uploads,
+    what they free stays with the process. Measured with `bench/http_latency.py --memory 1800` (mixed uploads,
     concurrency 8), resident memory after start-up / under load, and the CPU time of one 640x480
     photo: glibc's default 329 / about 400 MiB, 13.0 ms; a fixed 128 KiB threshold 258 / 300, 15.5-18
     ms (every buffer over 128 KiB is fresh pages to fault in); 1 MiB 255 / 315, 14.0 ms; 1 MiB and

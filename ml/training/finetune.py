@@ -7,7 +7,7 @@ combined again, calibrated on the validation split and exported to the ONNX file
 Each member starts from its own weights in `init` and trains with `ml.training.train.train` (a run folder of
 its own, with its plots and progress bar); the data is loaded once for all of them. Fine-tuning every
 member keeps the ensemble what it was (three networks averaged), at three times the cost of one.
-`api/retrain.py` drives this from the database; it works on any UTKFace-style folders.
+`api/learning/retrain.py` drives this from the database; it works on any UTKFace-style folders.
 """
 
 from __future__ import annotations

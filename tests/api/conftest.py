@@ -9,11 +9,15 @@ Unset, an embedded Postgres is started in a temporary folder for the run.
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import logging
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -25,11 +29,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.types import ASGIApp
 
-from api import db
-from api.config import Settings
+from api.core.logs import JsonFormatter
+from api.core.settings import Settings
 from api.deps import get_auth_throttle, get_session
 from api.main import create_app
-from api.throttle import FailedAuthentications
+from api.security.failed_auth_throttle import FailedAuthentications
+from api.storage import db
 from ml.paths import DEFAULT_AGE_WEIGHTS
 from ml.serving.runtime import read_metadata
 
@@ -186,6 +191,35 @@ def face_png() -> bytes:
 @pytest.fixture(scope="session")
 def noface_png() -> bytes:
     return (FIXTURES / "coffee.png").read_bytes()
+
+
+async def create_submission(client: httpx.AsyncClient, image: bytes, *, first_name: str = "Eileen", true_age: int = 42,
+                            filename: str = "me.png", key: str | None = None) -> dict:
+    """POST /submissions of a PNG with consent (and `key` as its Idempotency-Key); the 201's body."""
+    response = await client.post(
+        "/submissions", data={"first_name": first_name, "true_age": str(true_age), "consent": "on"},
+        files={"image": (filename, image, "image/png")}, headers={"Idempotency-Key": key} if key else {})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+@contextmanager
+def captured_logs(name: str | None = None) -> Iterator[Callable[[], list[dict]]]:
+    """The records of logger `name` (None: every logger) at INFO and above, formatted as the served app
+    formats them, the test client's own apart; call what it yields for the lines so far."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(lambda record: not record.name.startswith(("httpx", "httpcore")))
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def assert_problem(response: httpx.Response, status: int, code: str) -> dict:

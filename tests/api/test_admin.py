@@ -9,17 +9,9 @@ import pytest
 from PIL import Image
 
 from api.deps import get_settings
-from tests.api.conftest import ADMIN_TOKEN, assert_problem
+from tests.api.conftest import ADMIN_TOKEN, assert_problem, create_submission
 
 pytestmark = pytest.mark.anyio
-
-
-async def create(client, image: bytes, first_name: str = "Eileen", true_age: int = 42) -> dict:
-    response = await client.post(
-        "/submissions", data={"first_name": first_name, "true_age": str(true_age), "consent": "on"},
-        files={"image": ("me.png", image, "image/png")})
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 ADMIN_ROUTES = ["/submissions", "/submissions/{id}", "/submissions/{id}/image"]
@@ -27,7 +19,7 @@ ADMIN_ROUTES = ["/submissions", "/submissions/{id}", "/submissions/{id}/image"]
 
 @pytest.mark.parametrize("route", ADMIN_ROUTES)
 async def test_admin_routes_without_a_token_answer_401(client, face_png, route):
-    sub = await create(client, face_png)
+    sub = await create_submission(client, face_png)
     response = await client.get(route.format(id=sub["id"]))
     assert_problem(response, 401, "not_authenticated")
     assert response.headers["www-authenticate"] == "Bearer"
@@ -37,7 +29,7 @@ async def test_admin_routes_without_a_token_answer_401(client, face_png, route):
 @pytest.mark.parametrize("authorization", [f"Bearer {ADMIN_TOKEN}x", "Bearer wrong", f"Bearer {ADMIN_TOKEN[:-1]}",
                                            "Bearer \u00e9t\u00e9"])
 async def test_admin_routes_with_a_wrong_token_answer_401(client, face_png, route, authorization):
-    sub = await create(client, face_png)
+    sub = await create_submission(client, face_png)
     response = await client.get(route.format(id=sub["id"]), headers={"Authorization": authorization.encode()})
     assert_problem(response, 401, "invalid_token")
 
@@ -50,7 +42,7 @@ async def test_a_token_in_another_scheme_is_not_accepted(client):
 @pytest.mark.parametrize("route", ADMIN_ROUTES)
 async def test_admin_routes_answer_403_when_no_admin_token_is_configured(client, app, settings, face_png, admin,
                                                                         route):
-    sub = await create(client, face_png)
+    sub = await create_submission(client, face_png)
     for token in (None, ""):
         app.dependency_overrides[get_settings] = lambda t=token: settings.model_copy(update={"admin_token": t})
         for headers in ({}, admin, {"Authorization": "Bearer "}):
@@ -58,7 +50,7 @@ async def test_admin_routes_answer_403_when_no_admin_token_is_configured(client,
 
 
 async def test_listing_is_newest_first_paginated_and_without_image_bytes(client, face_png, admin):
-    ids = [(await create(client, face_png, first_name=name))["id"] for name in ("Ada", "Bea", "Cleo")]
+    ids = [(await create_submission(client, face_png, first_name=name))["id"] for name in ("Ada", "Bea", "Cleo")]
     first = await client.get("/submissions", params={"limit": 2}, headers=admin)
     assert first.status_code == 200
     page = first.json()
@@ -80,7 +72,7 @@ async def test_listing_rejects_bad_pagination(client, admin, params):
 
 
 async def test_admin_reads_one_submission(client, face_png, admin):
-    sub = await create(client, face_png, true_age=37)
+    sub = await create_submission(client, face_png, true_age=37)
     response = await client.get(f"/submissions/{sub['id']}", headers=admin)
     assert response.status_code == 200
     body = response.json()
@@ -90,7 +82,7 @@ async def test_admin_reads_one_submission(client, face_png, admin):
 
 
 async def test_image_endpoint_serves_the_reencoded_jpeg(client, face_png, admin):
-    sub = await create(client, face_png)
+    sub = await create_submission(client, face_png)
     response = await client.get(f"/submissions/{sub['id']}/image", headers=admin)
     assert response.status_code == 200
     assert response.headers["content-type"] == "image/jpeg"
@@ -112,7 +104,7 @@ async def test_unknown_submission_is_404_and_a_malformed_id_422(client, admin, r
 
 
 async def test_submitter_deletes_with_their_token_then_it_is_gone(client, face_png, admin):
-    sub = await create(client, face_png)
+    sub = await create_submission(client, face_png)
     url = f"/submissions/{sub['id']}"
     response = await client.delete(url, headers={"X-Deletion-Token": sub["deletion_token"]})
     assert response.status_code == 204 and response.content == b""
@@ -130,26 +122,26 @@ async def test_a_deletion_token_for_no_submission_is_403_not_404(client):
 
 @pytest.mark.parametrize("token", ["wrong", "", "x" * 43, "\u00e9"])
 async def test_a_wrong_deletion_token_deletes_nothing(client, face_png, admin, token):
-    sub = await create(client, face_png)
+    sub = await create_submission(client, face_png)
     response = await client.delete(f"/submissions/{sub['id']}", headers={"X-Deletion-Token": token.encode()})
     assert_problem(response, 403, "invalid_deletion_token")
     assert (await client.get(f"/submissions/{sub['id']}", headers=admin)).status_code == 200
 
 
 async def test_a_deletion_token_only_works_for_its_own_submission(client, face_png, admin):
-    mine, theirs = await create(client, face_png), await create(client, face_png)
+    mine, theirs = await create_submission(client, face_png), await create_submission(client, face_png)
     response = await client.delete(f"/submissions/{theirs['id']}", headers={"X-Deletion-Token": mine["deletion_token"]})
     assert_problem(response, 403, "invalid_deletion_token")
 
 
 async def test_admin_deletes_any_submission(client, face_png, admin):
-    sub = await create(client, face_png)
+    sub = await create_submission(client, face_png)
     assert (await client.delete(f"/submissions/{sub['id']}", headers=admin)).status_code == 204
     assert_problem(await client.delete(f"/submissions/{sub['id']}", headers=admin), 404, "not_found")
 
 
 async def test_deleting_without_any_token_is_refused(client, face_png, app, settings):
-    sub = await create(client, face_png)
+    sub = await create_submission(client, face_png)
     assert_problem(await client.delete(f"/submissions/{sub['id']}"), 401, "not_authenticated")
     bad = {"Authorization": "Bearer wrong"}
     assert_problem(await client.delete(f"/submissions/{sub['id']}", headers=bad), 401, "invalid_token")

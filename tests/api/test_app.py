@@ -17,10 +17,10 @@ import pytest
 from alembic import command
 from asgi_lifespan import LifespanManager
 
-from api import db, embedded
 from api.__main__ import migrate
-from api.config import REPO_ROOT, Settings
+from api.core.settings import REPO_ROOT, Settings
 from api.main import create_app
+from api.storage import db, embedded
 from ml.serving.runtime import NotExported
 from tests.api.conftest import ADMIN_TOKEN, assert_problem
 

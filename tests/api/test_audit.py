@@ -4,46 +4,32 @@ submission or model and the request id, never a photo, name or token; `GET /audi
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import select
 
-from api import audit
-from api.export import export_submissions
-from api.logs import JsonFormatter
-from api.models import AuditEvent
-from tests.api.conftest import ADMIN_TOKEN, assert_problem
+from api.learning.submission_export import export_submissions
+from api.privacy import audit
+from api.storage.tables import AuditEvent
+from tests.api.conftest import ADMIN_TOKEN, assert_problem, captured_logs, create_submission
 
 pytestmark = pytest.mark.anyio
 
 
-async def create(client, image: bytes, first_name: str = "Zebulon") -> dict:
-    response = await client.post(
-        "/submissions", data={"first_name": first_name, "true_age": "42", "consent": "on"},
-        files={"image": ("zebulon-at-home.png", image, "image/png")})
-    assert response.status_code == 201, response.text
-    return response.json()
+# A name and a file name to look for where they must not be.
+create = partial(create_submission, first_name="Zebulon", filename="zebulon-at-home.png")
 
 
 @pytest.fixture
 def audit_logs() -> Iterator[Callable[[], list[dict]]]:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("api.audit")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
-    finally:
-        logger.removeHandler(handler)
+    with captured_logs("api.audit") as lines:
+        yield lines
 
 
 async def events(session) -> list[AuditEvent]:

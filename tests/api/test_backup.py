@@ -1,4 +1,4 @@
-"""api/backup.py on the tests' server (the embedded Postgres of the run, or TEST_DATABASE_URL's):
+"""api/storage/backup.py on the tests' server (the embedded Postgres of the run, or TEST_DATABASE_URL's):
 a backup taken while the app stores submissions restores into an empty database with every row and
 photo byte for byte, consistent (each idempotency key with its submission); a restore refuses a
 database that is not empty unless told to replace it; a damaged backup restores nothing."""
@@ -18,8 +18,8 @@ from asgi_lifespan import LifespanManager
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from api import backup
 from api.main import create_app
+from api.storage import backup
 from tests.api.conftest import _admin_execute
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]

@@ -6,7 +6,7 @@ import asyncpg
 import pytest
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from api.errors import database_unreachable
+from api.core.errors import database_unreachable
 
 
 def wrapped(orig: Exception) -> DBAPIError:

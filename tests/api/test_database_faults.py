@@ -24,9 +24,9 @@ from asgi_lifespan import LifespanManager
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from api import db
-from api.config import Settings
+from api.core.settings import Settings
 from api.main import create_app
+from api.storage import db
 from tests.api.conftest import assert_problem
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]

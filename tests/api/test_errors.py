@@ -9,8 +9,8 @@ import httpx
 import pytest
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api.db import create_engine
 from api.deps import Slots, get_session, get_slots
+from api.storage.db import create_engine
 from tests.api.conftest import SHIPPED_VERSION, assert_problem
 
 pytestmark = pytest.mark.anyio

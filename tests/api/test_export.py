@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlmodel import select
 
-from api.export import export_submissions
-from api.models import Submission
+from api.learning.submission_export import export_submissions
+from api.storage.tables import Submission
 from ml.training.data import scan
 from ml.training.evaluate import run as evaluate_folders
 from ml.training.train import TrainConfig, train

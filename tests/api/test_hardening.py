@@ -30,7 +30,7 @@ import pytest
 from PIL import Image
 from sqlmodel import func, select
 
-from api.models import Submission
+from api.storage.tables import Submission
 from tests import badimages as b
 from tests.api.conftest import FIXTURES, assert_problem
 

@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy import text, update
 from sqlmodel import func, select
 
-from api.config import Settings
+from api.core.settings import Settings
 from api.deps import Slots, get_session, get_slots
 from api.main import create_app
-from api.models import IdempotencyKey, Submission, utcnow
+from api.storage.tables import IdempotencyKey, Submission, utcnow
 from tests.api.conftest import assert_problem
 
 pytestmark = pytest.mark.anyio

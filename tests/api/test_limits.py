@@ -9,10 +9,10 @@ import re
 import httpx
 import pytest
 
-from api.config import REPO_ROOT, Settings
+from api.core.settings import REPO_ROOT, Settings
 from api.deps import Slots, get_predictor, get_slots
+from api.http.request_rate_limit import TokenBuckets, client_key
 from api.main import create_app
-from api.ratelimit import TokenBuckets, client_key
 from ml import Predictor, PredictorSettings
 from tests import badimages as b
 from tests.api.conftest import assert_problem

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from api.config import REPO_ROOT, Settings
+from api.core.settings import REPO_ROOT, Settings
 from tests import badimages as b
 from tests.browser.server import serve
 from tests.video import camera_frames, jpeg

@@ -3,7 +3,6 @@ that id, and nothing personal (name, token, photo, query string) in any line."""
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import re
@@ -12,8 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from api.deps import get_slots
-from api.logs import JsonFormatter
-from tests.api.conftest import ADMIN_TOKEN, assert_problem
+from tests.api.conftest import ADMIN_TOKEN, assert_problem, captured_logs
 
 pytestmark = pytest.mark.anyio
 
@@ -23,19 +21,8 @@ GENERATED = re.compile(r"[0-9a-f]{32}")
 @pytest.fixture
 def json_logs() -> Iterator[Callable[[], list[dict]]]:
     """Every record at INFO and above, formatted as the served app formats it; call for the lines."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    handler.addFilter(lambda record: not record.name.startswith(("httpx", "httpcore")))  # the test's client
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
-        yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
+    with captured_logs() as lines:
+        yield lines
 
 
 def access_lines(lines: list[dict]) -> list[dict]:

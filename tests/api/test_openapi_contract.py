@@ -12,7 +12,7 @@ import jsonschema_rs
 import pytest
 from pydantic_core import PydanticCustomError
 
-from api.config import Settings
+from api.core.settings import Settings
 from api.main import create_app
 from api.routes.submissions import clean_first_name
 

@@ -1,4 +1,4 @@
-"""The model registry (api/registry.py) and its routes: GET /model, GET /models, POST /models/{v}/activate.
+"""The model registry (api/learning/registry.py) and its routes: GET /model, GET /models, POST /models/{v}/activate.
 
 Real Postgres; each test's changes are rolled back (the app registered the shipped models, for real,
 when it started). The app's own worker follows only committed activations, so these tests never swap
@@ -17,11 +17,11 @@ import pytest
 from asgi_lifespan import LifespanManager
 from sqlmodel import col, select
 
-from api import registry
-from api.config import Settings
-from api.errors import ModelExists, ModelIsActive, ModelNotFound
+from api.core.errors import ModelExists, ModelIsActive, ModelNotFound
+from api.core.settings import Settings
+from api.learning import registry
 from api.main import create_app
-from api.models import AuditEvent, ModelVersion
+from api.storage.tables import AuditEvent, ModelVersion
 from ml.paths import WEIGHTS_DIR
 from ml.serving.runtime import read_metadata
 from tests.api.conftest import ADMIN_TOKEN, SHIPPED_VERSION, assert_problem

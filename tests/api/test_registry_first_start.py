@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api import db, registry
+from api.learning import registry
+from api.storage import db
 from ml.paths import WEIGHTS_DIR
 from tests.test_runtime import SHIPPED
 

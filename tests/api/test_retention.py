@@ -19,24 +19,18 @@ from sqlalchemy import func, text
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api import db, retention
-from api.config import Settings
-from api.export import export_submissions
+from api.core.metrics import Metrics
+from api.core.settings import Settings
+from api.learning.submission_export import export_submissions
 from api.main import create_app
-from api.metrics import Metrics
-from api.models import AuditEvent, AuthThrottle, IdempotencyKey, Submission
+from api.privacy import retention
+from api.storage import db
+from api.storage.tables import AuditEvent, AuthThrottle, IdempotencyKey, Submission
+from tests.api.conftest import create_submission
 
 pytestmark = pytest.mark.anyio
 
 NOW = datetime.now(UTC)  # the controlled clock starts at the real time: rows made now are "new"
-
-
-async def create(client, image: bytes, key: str | None = None) -> dict:
-    response = await client.post(
-        "/submissions", data={"first_name": "Eileen", "true_age": "42", "consent": "on"},
-        files={"image": ("me.png", image, "image/png")}, headers={"Idempotency-Key": key} if key else {})
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 async def stored_at(session: AsyncSession, submission_id: str, when: datetime) -> None:
@@ -52,9 +46,9 @@ async def count(session: AsyncSession, model) -> int:  # type: ignore[no-untyped
 
 async def test_a_purge_removes_what_is_older_than_the_retention_with_its_key_and_audits_it(
         client, session, face_png, tmp_path):
-    old = await create(client, face_png, key="old-submission-key-0001")
-    edge = await create(client, face_png)
-    new = await create(client, face_png, key="new-submission-key-0001")
+    old = await create_submission(client, face_png, key="old-submission-key-0001")
+    edge = await create_submission(client, face_png)
+    new = await create_submission(client, face_png, key="new-submission-key-0001")
     await stored_at(session, old["id"], NOW - timedelta(days=31))
     await stored_at(session, edge["id"], NOW - timedelta(days=30) + timedelta(seconds=1))  # not yet
     await stored_at(session, new["id"], NOW - timedelta(days=1))
@@ -80,7 +74,7 @@ async def test_a_purge_removes_what_is_older_than_the_retention_with_its_key_and
 
 
 async def test_without_retention_submissions_stay_and_only_expired_keys_and_counts_go(client, session, face_png):
-    sub = await create(client, face_png, key="kept-submission-key-0001")
+    sub = await create_submission(client, face_png, key="kept-submission-key-0001")
     await stored_at(session, sub["id"], NOW - timedelta(days=3650))
     key = (await session.exec(select(IdempotencyKey))).one()
     key.created_at = NOW - timedelta(hours=25)
@@ -94,7 +88,7 @@ async def test_without_retention_submissions_stay_and_only_expired_keys_and_coun
 
 
 async def test_only_one_process_purges_at_a_time(client, session, face_png, migrated_url):
-    sub = await create(client, face_png)
+    sub = await create_submission(client, face_png)
     await stored_at(session, sub["id"], NOW - timedelta(days=400))
     engine = db.create_engine(migrated_url)
     try:

@@ -1,4 +1,4 @@
-"""The retrain (api/retrain.py): held-out choice, the promotion rule, and real runs on tiny data.
+"""The retrain (api/learning/retrain.py): held-out choice, the promotion rule, and real runs on tiny data.
 
 The real runs fine-tune the shipped ensemble (all three networks, on the CPU) on a shared folder of
 one fixture face labelled 60 plus submissions made through the API of the other face, then evaluate
@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from api import registry
-from api.errors import ModelFileInvalid, ModelRejected
-from api.retrain import Decision, RetrainError, RetrainOptions, decide, forget_deleted, is_held_out, retrain
+from api.core.errors import ModelFileInvalid, ModelRejected
+from api.learning import registry
+from api.learning.retrain import Decision, RetrainError, RetrainOptions, decide, forget_deleted, is_held_out, retrain
 from ml.serving.runtime import read_metadata
 from ml.training.evaluate import PairedDifference, paired_difference
 from tests.api.conftest import SHIPPED_VERSION

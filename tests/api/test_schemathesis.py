@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from api.config import Settings
+from api.core.settings import Settings
 from api.main import create_app
 from tests import badimages as b
 from tests.api.conftest import ADMIN_TOKEN, FIXTURES

@@ -10,7 +10,7 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from api.config import REPO_ROOT, Settings
+from api.core.settings import REPO_ROOT, Settings
 
 GOOD = "0123456789abcdef0123456789abcdef"  # 32 characters
 

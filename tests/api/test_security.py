@@ -9,15 +9,15 @@ import secrets
 import httpx
 import pytest
 
-from api import deps, security
-from api.config import REPO_ROOT, Settings
+from api.core.settings import REPO_ROOT, Settings
 from api.main import create_app
+from api.security import auth, headers
 from tests.api.conftest import assert_problem
 
 pytestmark = pytest.mark.anyio
 
 EXPECTED = {
-    "content-security-policy": security.CONTENT_SECURITY_POLICY,
+    "content-security-policy": headers.CONTENT_SECURITY_POLICY,
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
     "x-frame-options": "DENY",
@@ -32,10 +32,10 @@ def assert_security_headers(response: httpx.Response) -> None:
 
 
 def test_the_policy_allows_only_this_origin():
-    directives = dict(d.strip().split(" ", 1) for d in security.CONTENT_SECURITY_POLICY.split(";"))
+    directives = dict(d.strip().split(" ", 1) for d in headers.CONTENT_SECURITY_POLICY.split(";"))
     assert directives["default-src"] == directives["script-src"] == directives["style-src"] == "'self'"
     assert directives["connect-src"] == "'self'" and directives["base-uri"] == "'none'"
-    assert not re.search(r"https?:|\*", security.CONTENT_SECURITY_POLICY)
+    assert not re.search(r"https?:|\*", headers.CONTENT_SECURITY_POLICY)
 
 
 async def test_every_kind_of_answer_carries_the_security_headers(client, face_png, admin):
@@ -71,7 +71,7 @@ async def test_static_files_carry_the_security_headers(tmp_path):
 async def test_hsts_only_over_https(client):
     assert "strict-transport-security" not in (await client.get("/healthz")).headers
     response = await client.get("https://test/healthz")
-    assert response.headers["strict-transport-security"] == security.HSTS
+    assert response.headers["strict-transport-security"] == headers.HSTS
 
 
 async def test_an_unexpected_error_is_a_generic_500_problem_with_the_headers(settings):
@@ -116,9 +116,9 @@ def test_admin_token_is_compared_in_constant_time(monkeypatch):
         calls.append((len(a), len(b)))
         return real(a, b)
 
-    monkeypatch.setattr(deps.secrets, "compare_digest", spy)
-    assert deps.tokens_match("right-token", "right-token")
-    assert not deps.tokens_match("x", "right-token")
+    monkeypatch.setattr(auth.secrets, "compare_digest", spy)
+    assert auth.tokens_match("right-token", "right-token")
+    assert not auth.tokens_match("x", "right-token")
     assert calls == [(32, 32), (32, 32)]  # digests: the time does not even depend on the length
 
 

@@ -7,23 +7,20 @@ from __future__ import annotations
 import io
 import json
 import logging
+from functools import partial
 
 import pytest
 from PIL import Image
 
-from api.export import export_submissions
-from api.logs import JsonFormatter
-from tests.api.conftest import ADMIN_TOKEN, assert_problem
+from api.core.logs import JsonFormatter
+from api.learning.submission_export import export_submissions
+from tests.api.conftest import ADMIN_TOKEN, assert_problem, create_submission
 
 pytestmark = pytest.mark.anyio
 
 
-async def create(client, image: bytes, first_name: str = "Zebulon") -> dict:
-    response = await client.post(
-        "/submissions", data={"first_name": first_name, "true_age": "42", "consent": "on"},
-        files={"image": ("zebulon.png", image, "image/png")})
-    assert response.status_code == 201, response.text
-    return response.json()
+# A name and a file name to look for where they must not be.
+create = partial(create_submission, first_name="Zebulon", filename="zebulon.png")
 
 
 async def test_the_owner_sees_exactly_what_the_admin_sees(client, face_png, admin):

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from sqlmodel import func, select
 
-from api.models import Submission
 from api.routes.submissions import clean_filename
+from api.storage.tables import Submission
 from tests import badimages as b
 from tests.api.conftest import SHIPPED_VERSION, assert_problem
 

@@ -1,4 +1,4 @@
-"""The per-worker follower (api/swap.py) on its own, against a scratch database it commits to: it
+"""The per-worker follower (api/learning/swap.py) on its own, against a scratch database it commits to: it
 serves what the registry says is active, and keeps serving what it has when it cannot do better."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import pytest
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api import db, registry
-from api.swap import ModelFollower
+from api.learning import registry
+from api.learning.swap import ModelFollower
+from api.storage import db
 from ml.paths import WEIGHTS_DIR
 from ml.serving.predictor import Predictor
 from tests.api.conftest import FIXTURES, SHIPPED_VERSION

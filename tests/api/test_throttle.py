@@ -20,14 +20,14 @@ from pydantic import SecretStr
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api import db
-from api.config import Settings
+from api.core.logs import JsonFormatter
+from api.core.metrics import Metrics
+from api.core.settings import Settings
 from api.deps import get_auth_throttle, get_settings
-from api.logs import JsonFormatter
 from api.main import create_app
-from api.metrics import Metrics
-from api.throttle import FailedAuthentications
-from tests.api.conftest import ADMIN_TOKEN, assert_problem
+from api.security.failed_auth_throttle import FailedAuthentications
+from api.storage import db
+from tests.api.conftest import ADMIN_TOKEN, assert_problem, create_submission
 
 pytestmark = pytest.mark.anyio
 
@@ -51,13 +51,6 @@ def client_from(app, served) -> Callable[[str], httpx.AsyncClient]:
                                  base_url="http://test")
 
     return make
-
-
-async def create(client: httpx.AsyncClient, image: bytes) -> dict:
-    response = await client.post("/submissions", data={"first_name": "Eileen", "true_age": "42", "consent": "on"},
-                                 files={"image": ("me.png", image, "image/png")})
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 def assert_throttled(response: httpx.Response) -> int:
@@ -100,7 +93,7 @@ async def test_admin_metrics_and_deletion_tokens_count_together(app, settings, c
     app.dependency_overrides[get_settings] = lambda: settings.model_copy(
         update={"metrics_token": SecretStr(METRICS_TOKEN)})
     async with client_from(new_address()) as client:
-        sub = await create(client, face_png)
+        sub = await create_submission(client, face_png)
         url = f"/submissions/{sub['id']}"
         for _ in range(4):
             assert_problem(await client.get("/metrics", headers=WRONG), 401, "invalid_token")
@@ -119,7 +112,7 @@ async def test_admin_metrics_and_deletion_tokens_count_together(app, settings, c
 
 async def test_guessing_deletion_tokens_is_throttled_and_deletes_nothing(client_from, face_png, admin):
     async with client_from(new_address()) as client:
-        sub = await create(client, face_png)
+        sub = await create_submission(client, face_png)
         url = f"/submissions/{sub['id']}"
         statuses = [(await client.get(f"{url}/image", headers={"X-Deletion-Token": f"guess-{i}"})).status_code
                     for i in range(12)]
@@ -266,7 +259,7 @@ async def test_simultaneous_guesses_are_held_to_ten_in_one_worker(settings, scra
             statuses = await asyncio.gather(*(client.get("/submissions", headers=WRONG) for _ in range(30)))
         assert sorted(r.status_code for r in statuses) == [401] * 10 + [429] * 20
         async with app(new_address()) as owner:
-            sub = await create(owner, face_png)
+            sub = await create_submission(owner, face_png)
         async with app(new_address()) as client:
             statuses = await asyncio.gather(*(client.delete(f"/submissions/{sub['id']}",
                                                             headers={"X-Deletion-Token": f"guess-{i}"})

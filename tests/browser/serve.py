@@ -17,7 +17,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
 
-    from api.config import Settings
+    from api.core.settings import Settings
     from api.main import create_app
 
     # Settings from the environment (ADMIN_TOKEN, DATABASE_URL, ...), as `make run` reads them; the

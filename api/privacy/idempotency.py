@@ -35,8 +35,9 @@ from sqlalchemy import delete, func, select
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api.errors import IdempotencyInProgress, IdempotencyKeyReused
-from api.models import IdempotencyKey, SubmissionCreated, utcnow
+from api.core.errors import IdempotencyInProgress, IdempotencyKeyReused
+from api.http.schemas import SubmissionCreated
+from api.storage.tables import IdempotencyKey, utcnow
 
 TTL = timedelta(hours=24)
 # Printable ASCII without space or quote, 16-255 characters, optionally quoted (the draft sends an

@@ -1,6 +1,6 @@
 """The learning loop's retrain: `python -m api retrain` (and `make retrain`).
 
-1. Export the consented submissions that exist now (`api.export`: files of deleted ones go).
+1. Export the consented submissions that exist now (`api.learning.submission_export`: files of deleted ones go).
 2. Keep a fixed share of them out of training, chosen by a hash of the submission id (`is_held_out`):
    the same submission is held out in every run, whatever else was submitted or deleted.
 3. Fine-tune the active model (every member of an ensemble, `ml.training.finetune`) on the shared data's
@@ -34,10 +34,11 @@ import numpy as np
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api import audit, registry
-from api.config import Settings
-from api.export import EXPORTED, export_submissions, file_name
-from api.models import Submission
+from api.core.settings import Settings
+from api.learning import registry
+from api.learning.submission_export import EXPORTED, export_submissions, file_name
+from api.privacy import audit
+from api.storage.tables import Submission
 from ml.bands import band_names
 from ml.paths import SPLIT_FILE
 from ml.training.data import load_split, scan

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from sqlalchemy import make_url
 
-from api.embedded import binary
+from api.storage.embedded import binary
 
 
 class BackupError(RuntimeError):
@@ -89,7 +89,7 @@ def backup(url: str, out: Path, timeout: float = 3600) -> BackupFile:
 
 def restore(url: str, file: Path, *, replace: bool = False, timeout: float = 3600) -> None:
     """Restore `file` into the database at `url`, then migrate it; everything or nothing. Blocking."""
-    from api import db
+    from api.storage import db
 
     if not file.is_file():
         raise BackupError(f"{file}: no such file")

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware. The stack is assembled in `api.main.create_app`."""
+"""Checks on request bodies, as pure ASGI middleware: their size (`BodySizeLimit`) and what a multipart
+body may hold (`MultipartGuard`). The stack is assembled in `api.main.create_app`."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import BodyTooLarge, FieldNotUtf8, UnterminatedMultipart, app_error_handler
+from api.core.errors import BodyTooLarge, FieldNotUtf8, UnterminatedMultipart, app_error_handler
 
 
 class BodySizeLimit:

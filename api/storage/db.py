@@ -1,6 +1,6 @@
 """The database: an external Postgres (`DATABASE_URL`) or an embedded one kept in `<data_dir>/pgdata`.
 
-The embedded server (see api/embedded.py) runs detached; each process that uses it registers, and the
+The embedded server (see api/storage/embedded.py) runs detached; each process that uses it registers, and the
 last one to call `stop()` stops it. `python -m api migrate` starts it, migrates and stops it; the app's
 lifespan starts it again, watches it (`Database.watch`: started again when it dies) and stops it on
 shutdown (Ctrl-C or SIGTERM), since uvicorn's signal handling skips the package's own exit hook.
@@ -14,8 +14,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from api.config import REPO_ROOT, Settings
-from api.embedded import EmbeddedPostgres, Watchdog
+from api.core.settings import REPO_ROOT, Settings
+from api.storage.embedded import EmbeddedPostgres, Watchdog
 
 
 @dataclass

@@ -3,7 +3,7 @@
 With `WMA_RETENTION_DAYS` set, a purge removes every submission stored more than that many days ago:
 its row and so its photo (stored in the row) and its idempotency key (deleted with it), each recorded
 in the audit trail as `submission.purge` by `system`. The next export no longer writes their photos
-and removes the files of earlier exports (`api.export`), so no retraining sees them again. Unset,
+and removes the files of earlier exports (`api.learning.submission_export`), so no retraining sees them again. Unset,
 submissions are kept. Either way a purge also forgets idempotency keys past their 24 hours and the
 failed-authentication counts whose minute has passed (they hold client addresses).
 
@@ -27,9 +27,10 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api import audit, idempotency, throttle
-from api.metrics import Metrics
-from api.models import AuthThrottle, IdempotencyKey, Submission, utcnow
+from api.core.metrics import Metrics
+from api.privacy import audit, idempotency
+from api.security import failed_auth_throttle
+from api.storage.tables import AuthThrottle, IdempotencyKey, Submission, utcnow
 
 log = logging.getLogger("api.retention")
 
@@ -62,7 +63,7 @@ async def purge(session: AsyncSession, *, retention_days: int | None, now: datet
     keys = await session.exec(
         delete(IdempotencyKey).where(col(IdempotencyKey.created_at) < now - idempotency.TTL))
     counts = await session.exec(
-        delete(AuthThrottle).where(col(AuthThrottle.window_start) <= now - throttle.WINDOW))
+        delete(AuthThrottle).where(col(AuthThrottle.window_start) <= now - failed_auth_throttle.WINDOW))
     await session.commit()
     return Purged(True, len(purged_ids), keys.rowcount, counts.rowcount)  # type: ignore[attr-defined]
 

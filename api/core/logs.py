@@ -8,7 +8,7 @@ Every record gets `time` (UTC), `level`, `logger` and `message`, plus `request_i
 while serving a request (from any thread that request's work ran in), plus whatever the caller passed
 as `extra`, plus `error` and `traceback` for exceptions. `python -m api serve|migrate` installs this
 with `configure_logging()` (and uvicorn again in each worker process, from `log_config()`), never at
-import. uvicorn's own access log is off: `api.observe.RequestObserver` writes one line per request
+import. uvicorn's own access log is off: `api.http.observe.RequestObserver` writes one line per request
 instead, with the route template rather than the path, so no id, query string or token reaches a log.
 What the service logs never includes a photo, a first name or a token.
 """
@@ -71,7 +71,7 @@ def log_config(level: str = "INFO") -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": "api.logs.JsonFormatter"}},
+        "formatters": {"json": {"()": "api.core.logs.JsonFormatter"}},
         "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
         "root": {"level": level, "handlers": ["stdout"]},
         "loggers": {

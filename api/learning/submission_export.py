@@ -20,8 +20,8 @@ import anyio
 from sqlalchemy import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api import audit
-from api.models import Submission
+from api.privacy import audit
+from api.storage.tables import Submission
 
 EXPORTED = re.compile(r"^\d{1,3}_x_x_\d{20}_[0-9a-f]{12}\.jpg$")
 

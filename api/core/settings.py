@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # api/core/settings.py -> the repository
 MiB = 1024 * 1024
 MIN_SECRET_LENGTH = 32  # characters; `openssl rand -hex 32` gives 64
 
@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = Field(None, description="Bearer token for /metrics; unset: /metrics is open.")
     retention_days: int | None = Field(
         None, ge=1, le=36500, description="Submissions older than this many days are removed; unset: kept.")
-    # `python -m api retrain` (api/retrain.py); its command-line options override these.
+    # `python -m api retrain` (api/learning/retrain.py); its command-line options override these.
     retrain_data: Annotated[list[Path], NoDecode] = Field(
         default_factory=lambda: [REPO_ROOT.parent / "shared" / "data" / "utkface" / "images"],
         description="Shared UTKFace-style folders a retrain fine-tunes on besides the submissions, comma-separated.")

@@ -1,7 +1,7 @@
 """HTTP load on loopback against the served app: the issue-11 figures, against main's and the goals.
 
-    .venv/bin/python bench/http.py [--duration 10] [--baseline ../main] [--env NAME=VALUE ...]
-    .venv/bin/python bench/http.py --memory 20000 [--every 1000]     # resident memory under mixed load
+    .venv/bin/python -m bench.http_latency [--duration 10] [--baseline ../main] [--env NAME=VALUE ...]
+    .venv/bin/python -m bench.http_latency --memory 20000 [--every 1000]   # resident memory under mixed load
 
 It migrates and serves the app itself (`python -m api migrate`, `python -m api serve`) on a free port
 with an embedded Postgres in a temporary folder, and stops it at the end (`--url` measures a server
@@ -28,23 +28,14 @@ costs little CPU next to the server on a small machine.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# This file is bench/http.py: take bench/ off the import path, or it would shadow the standard `http`.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
-
 import argparse
 import asyncio
-import contextlib
 import io
 import os
 import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -53,12 +44,15 @@ import urllib.request
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import psutil
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.common import ROOT, Connection, free_port, pct, server_env, start, stop, wait_healthy
+from bench.machine import cpu_model
+
 ASTRONAUT = ROOT / "tests" / "fixtures" / "astronaut.png"
 GROUP_PHOTO = ROOT.parent / "shared" / "data" / "faces" / "multi_insightface_t1.jpg"
 STAGES = ("decode", "detect", "align", "age")
@@ -101,40 +95,6 @@ def multipart_request(host: str, path: str, name: str, data: bytes, ctype: str) 
     return head + body
 
 
-class Connection:
-    """One keep-alive HTTP/1.1 connection; reconnects when the server closes it."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def request(self, raw: bytes) -> int:
-        status, _ = await self.exchange(raw)
-        return status
-
-    async def exchange(self, raw: bytes) -> tuple[int, bytes]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
-        self.writer.write(raw)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
-        body = await self.reader.readexactly(int(headers.get("content-length", "0")))
-        if headers.get("connection", "").lower() == "close":
-            await self.close()
-        return status, body
-
-    async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            with contextlib.suppress(OSError):
-                await self.writer.wait_closed()
-        self.reader = self.writer = None
-
-
 @dataclass
 class Run:
     latencies: list[float] = field(default_factory=list)
@@ -143,13 +103,6 @@ class Run:
     health_statuses: Counter = field(default_factory=Counter)
     seconds: float = 0.0
     server_cpu: float = 0.0
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
 async def load(host: str, port: int, raw: bytes, health_raw: bytes, concurrency: int, duration: float,
@@ -233,35 +186,6 @@ def one_at_a_time(host: str, port: int, url: str, raw: bytes, n: int, server: ps
     return OneAtATime(statistics.median(times), times, (l1 - l0) / n, (c1 - c0) / n, stages)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, timeout: float) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit(f"server not healthy after {timeout:.0f} s")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:7.1f}"
 
@@ -304,17 +228,9 @@ def serve(root: Path, env_extra: dict[str, str]) -> tuple[subprocess.Popen, Path
     folder; nothing is written into `root` (no bytecode)."""
     tmp = Path(tempfile.mkdtemp(prefix="whatsmyage-bench-"))
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)}
-    # The rate limit off: all the load comes from one address.
-    env |= {"WMA_DATA_DIR": str(tmp), "WMA_FRONTEND_DIR": str(tmp / "none"), "WMA_RATE_LIMIT_PER_MINUTE": "0",
-            "PYTHONDONTWRITEBYTECODE": "1"}
-    env |= env_extra
+    env = server_env(tmp, PYTHONDONTWRITEBYTECODE="1") | env_extra
     log = open(tmp / "server.log", "wb")  # noqa: SIM115
-    subprocess.run([sys.executable, "-m", "api", "migrate"], cwd=root, env=env, stdout=log, stderr=log,
-                   check=True, timeout=120)
-    proc = subprocess.Popen([sys.executable, "-m", "api", "serve", "--port", str(port)], cwd=root, env=env,
-                            stdout=log, stderr=log)
-    return proc, tmp, f"http://127.0.0.1:{port}"
+    return start(env, port, log, root=root), tmp, f"http://127.0.0.1:{port}"
 
 
 @dataclass
@@ -342,11 +258,7 @@ class Target:
     def stop(self) -> None:
         if self.proc is None:
             return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop(self.proc)
         assert self.tmp is not None
         stopped = not (self.tmp / "pgdata" / "postmaster.pid").exists()
         print(f"{self.name}: server stopped (exit {self.proc.returncode}); embedded Postgres stopped: {stopped}")

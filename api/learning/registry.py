@@ -2,7 +2,7 @@
 
     await registry.ensure_shipped(session)                    # start-up: the models in ml/weights, once
     row = await registry.active(session)                      # the version to serve
-    await registry.activate(session, version, actor="admin")  # then commit: every worker follows (api.swap)
+    await registry.activate(session, version, actor="admin")  # then commit: every worker follows (api.learning.swap)
 
 Exactly one version is active. The others are candidates (not served yet), rejected (failed the
 retrain rule; activating one takes `force`) or retired (served before, replaced). Rolling back is
@@ -11,7 +11,7 @@ and checked before the file is activated or loaded.
 
 Every function works in the caller's transaction and leaves the commit to it, so that a change and
 its audit event are committed together or not at all. Errors are the API's problem errors
-(`api.errors`): a route lets them through as they are.
+(`api.core.errors`): a route lets them through as they are.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api import audit
-from api.config import REPO_ROOT, Settings
-from api.errors import ModelExists, ModelFileInvalid, ModelIsActive, ModelNotFound, ModelRejected
-from api.models import ModelVersion
+from api.core.errors import ModelExists, ModelFileInvalid, ModelIsActive, ModelNotFound, ModelRejected
+from api.core.settings import REPO_ROOT, Settings
+from api.privacy import audit
+from api.storage.tables import ModelVersion
 from ml.paths import DEFAULT_AGE_WEIGHTS, WEIGHTS_DIR
 from ml.serving import runtime
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.errors import RateLimited, app_error_handler
+from api.core.errors import RateLimited, app_error_handler
 
 
 class TokenBuckets:

@@ -1,6 +1,6 @@
 """The outermost middleware: a request id, one access log line and the request metrics per request.
 
-The id is the caller's `X-Request-ID` when valid (`api.logs.valid_request_id`), else a new one; it is
+The id is the caller's `X-Request-ID` when valid (`api.core.logs.valid_request_id`), else a new one; it is
 returned in `X-Request-ID` on every response, errors included, and stamped on every log record made
 while the request is served. An exception nothing else handled is answered here (the app's 500
 problem+json), so that answer carries the id and is logged with it too.
@@ -15,9 +15,9 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import internal_error_handler
-from api.logs import REQUEST_ID_HEADER, new_request_id, request_id, valid_request_id
-from api.metrics import Metrics
+from api.core.errors import internal_error_handler
+from api.core.logs import REQUEST_ID_HEADER, new_request_id, request_id, valid_request_id
+from api.core.metrics import Metrics
 
 access_log = logging.getLogger("api.access")
 

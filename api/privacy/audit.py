@@ -4,7 +4,7 @@
 
 adds one row to the append-only `audit_event` table in the caller's transaction (so the event is
 committed with what it records, or not at all) and, once that transaction commits, writes one JSON
-log line (logger `api.audit`). The request id, when there is one, is taken from the request being
+log line (logger `api.privacy.audit`). The request id, when there is one, is taken from the request being
 served. An event holds ids, counts and paging, never a photo, a name or a token.
 
 Actions (the `action` column) and who does them (`actor`):
@@ -31,8 +31,8 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api.logs import request_id
-from api.models import AuditEvent
+from api.core.logs import request_id
+from api.storage.tables import AuditEvent
 
 log = logging.getLogger("api.audit")
 

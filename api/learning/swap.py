@@ -22,8 +22,8 @@ import anyio.to_thread
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api import registry
-from api.errors import ModelFileInvalid
+from api.core.errors import ModelFileInvalid
+from api.learning import registry
 from ml import Predictor
 from ml.serving import runtime
 

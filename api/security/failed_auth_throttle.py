@@ -1,7 +1,7 @@
 """Failed-authentication throttling: 10 wrong tokens a minute per client address, then 429.
 
 A wrong admin bearer token, a wrong `/metrics` token or a wrong `X-Deletion-Token` is a failure of
-the address that sent it (the address as the rate limit counts it: `api.ratelimit.client_key`, the
+the address that sent it (the address as the rate limit counts it: `api.http.request_rate_limit.client_key`, the
 client's behind a trusted proxy, IPv6 by /64). Once an address has failed `LIMIT` times in a window
 of `WINDOW` that began with its first failure, every request it makes to an authenticated route is
 answered 429 `auth_rate_limited` with Retry-After, before its token is even looked at, until that
@@ -13,7 +13,7 @@ per address (its window's start and its failures), updated by one atomic upsert 
 read before each authenticated request. Each worker also remembers what it last saw of an address,
 so that an address it knows to be blocked is answered without a query. If the database cannot be
 reached, each worker goes on with its own counts (so `/metrics` keeps answering). Rows are removed
-by the hourly purge (`api.retention`) once their window has passed.
+by the hourly purge (`api.privacy.retention`) once their window has passed.
 
 Simultaneous guesses: right before a token is compared, `gate()` looks at this worker's count again,
 and a failure is added to it before anything is awaited, so within one worker no more than `LIMIT`
@@ -40,9 +40,9 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api.errors import AuthRateLimited, database_unreachable
-from api.metrics import Metrics
-from api.models import AuthThrottle, utcnow
+from api.core.errors import AuthRateLimited, database_unreachable
+from api.core.metrics import Metrics
+from api.storage.tables import AuthThrottle, utcnow
 
 log = logging.getLogger("api.auth")
 

@@ -1,0 +1,1 @@
+"""What is kept about people, and for how long: the audit trail, idempotency keys, the retention purge."""

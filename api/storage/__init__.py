@@ -1,0 +1,1 @@
+"""The database: the SQL tables, the engine and migrations, the embedded Postgres, backup and restore."""
