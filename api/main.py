@@ -43,6 +43,21 @@ deletes it. Admin reads and every deletion are recorded (`GET /audit`). `GET /mo
 model that answers (its training data and accuracy); admins list every version (`GET /models`) and
 choose the one served (`POST /models/{version}/activate`). Every error is `application/problem+json`
 with a stable `code`.
+
+### Live stream: WebSocket `/live` (not listed below: OpenAPI has no WebSockets)
+
+Faces and ages of a camera's frames, with an id per face that stays while the face stays in view.
+Open `ws://<host>/live` (`wss://` behind HTTPS); the server sends
+`{"type": "hello", "model_version", "limits": {"max_frame_bytes", "frames_per_second", "idle_seconds"}}`.
+Send each frame as a binary message holding a JPEG (about 480 px wide), and wait for its answer:
+`{"type": "faces", "frame", "model_version", "image": {"width", "height"}, "faces": [{"id", "box",
+"score", "age", "frame_age", "age_interval", "steady"}], "server_ms"}`. `age` is smoothed over the
+recent frames, `frame_age` is this frame's estimate, `age_interval` this frame's calibrated interval
+as `/predict` gives it. A frame that cannot be read is answered `{"type": "error", "frame", "code",
+"detail"}` (the codes of `/predict`) and the stream goes on. Limits close the stream with a code and a
+reason: 1009 a frame too large, 1008 too many frames a second (or a page of another origin), 1013
+every live slot taken (try again later), 4408 idle. Frames are never stored or logged. The whole
+protocol: `docs/api.md` ("Live stream"); the page's Live view (`/#/live`) uses it.
 """
 
 
