@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ from websockets.sync.client import ClientConnection, connect
 from api.core.settings import REPO_ROOT, Settings
 from tests import badimages as b
 from tests.browser.server import serve
+from tests.served import ADMIN_TOKEN, served
 from tests.video import camera_frames, jpeg
 
 LIMITS = {"WMA_LIVE_CONNECTIONS": "2", "WMA_LIVE_MAX_FRAME_BYTES": "200000", "WMA_LIVE_FRAMES_PER_SECOND": "30",
@@ -29,7 +31,7 @@ def frames() -> list[bytes]:
     return [jpeg(f) for f in camera_frames(12)]
 
 
-def served(migrated_url: str, data: Path, **env: str) -> Iterator[str]:
+def serve_live(migrated_url: str, data: Path, **env: str) -> Iterator[str]:
     """The app as `make run` serves it, on the tests' database; yields its ws:// URL of /live."""
     with serve({"DATABASE_URL": migrated_url, "WMA_DATA_DIR": str(data), "WMA_RATE_LIMIT_PER_MINUTE": "0",
                 "WMA_CORS_ORIGINS": "", **env}) as url:
@@ -38,7 +40,7 @@ def served(migrated_url: str, data: Path, **env: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def server(migrated_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    yield from served(migrated_url, tmp_path_factory.mktemp("live"), **LIMITS)
+    yield from serve_live(migrated_url, tmp_path_factory.mktemp("live"), **LIMITS)
 
 
 class Stream:
@@ -214,7 +216,7 @@ def test_live_frames_are_counted_and_timed_in_the_metrics(server, frames):
 
 
 def test_with_no_live_slots_live_mode_is_off(migrated_url, tmp_path):
-    for server in served(migrated_url, tmp_path, WMA_LIVE_CONNECTIONS="0"):
+    for server in serve_live(migrated_url, tmp_path, WMA_LIVE_CONNECTIONS="0"):
         with stream(server) as ws:
             assert ws.closed() == (1008, "live mode is off on this server")
 
@@ -238,3 +240,26 @@ def test_the_live_limits_are_settings_read_from_the_environment_and_documented(m
     config_page = (REPO_ROOT / "docs" / "configuration.md").read_text()
     for name in env:
         assert f"`{name}`" in config_page, name
+
+
+def test_frames_are_neither_stored_nor_logged():
+    """The service as `python -m api serve` runs it, its log and data folder read afterwards: a stream's
+    frames (good and bad) leave no trace but the counters."""
+    marker = b"frame-that-must-not-be-logged-" + uuid.uuid4().hex.encode()
+    with served() as app:
+        with stream(app.url) as ws:
+            ws.receive_json()
+            for frame in [jpeg(f) for f in camera_frames(3)] + [marker]:
+                ws.send_bytes(frame)
+                ws.receive_json()
+        time.sleep(0.5)
+        submissions = httpx.get(app.url + "/submissions", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        log = (app.data / "stdout").read_bytes()
+        lines = app.log_lines()
+        files = [p for p in app.data.rglob("*") if p.is_file() and "pgdata" not in p.parts]
+        stored = [p for p in files if p.read_bytes()[:2] == b"\xff\xd8" or marker in p.read_bytes()]
+    assert submissions.status_code == 200 and submissions.json()["total"] == 0
+    assert marker not in log and marker.hex().encode() not in log
+    assert any("serving model" in json.dumps(line) for line in lines)  # the log was read
+    assert not [line for line in lines if "frame" in json.dumps(line).lower()], lines
+    assert stored == []
