@@ -74,7 +74,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ml.training.evaluate import run
 
     run(args.folders, args.weights or [DEFAULT_AGE_WEIGHTS], split=args.split, workers=args.workers,
-        coverage=args.coverage, json_out=args.json)
+        coverage=args.coverage, json_out=args.json, degradations=tuple(args.degrade or ()))
     return 0
 
 
@@ -113,6 +113,13 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     from ml.training.ensemble import build
 
     build(args.members, args.data, args.version, args.out, half=not args.float32)
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from ml.training.calibrate import recalibrate
+
+    recalibrate(args.weights, args.data, args.out or args.weights, workers=args.workers, cache=args.cache)
     return 0
 
 
@@ -163,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--workers", type=int, default=2)
     e.add_argument("--coverage", type=float, default=0.8, help="of the age interval")
     e.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    e.add_argument("--degrade", action="append", choices=["px40", "blur2", "gray", "jpeg15"],
+                   help="also on degraded copies of the photos (repeat: px40, blur2, gray, jpeg15)")
     e.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("split", help="write (or extend) the train/val/test split of UTKFace-style folders")
@@ -213,6 +222,15 @@ def main(argv: list[str] | None = None) -> int:
     en.add_argument("--out", type=Path, required=True)
     en.add_argument("--float32", action="store_true", help="store float32 weights (default float16)")
     en.set_defaults(func=cmd_ensemble)
+
+    c = sub.add_parser("calibrate", help="fit a trained model's calibrated interval again, on the validation "
+                       "split and degraded copies of it (the temperatures and the age stay)")
+    c.add_argument("weights", type=Path, help="the model's .safetensors")
+    c.add_argument("--data", type=Path, action="append", required=True, help="folders holding the validation split")
+    c.add_argument("--out", type=Path, default=None, help="where to write it (default: in place)")
+    c.add_argument("--workers", type=int, default=2)
+    c.add_argument("--cache", type=Path, default=Path("data/chips"))
+    c.set_defaults(func=cmd_calibrate)
 
     x = sub.add_parser("export", help="write the ONNX file the service runs from trained weights (needs torch)")
     x.add_argument("weights", type=Path, help="model.safetensors (a training run's, an ensemble's or a shipped one)")

@@ -146,7 +146,8 @@ def test_evaluate_compares_two_models_side_by_side(tiny, capsys):
     results = evaluate_folders([folder], weights, split="all", workers=1)
     out = capsys.readouterr().out
     assert "MAE, years" in out and "age 0-12" in out and "race White" in out and "80% interval covers" in out
-    assert "covers, age 20-39" in out and "width, age 20-39" in out
+    assert "covers, true age 20-39" in out and "mean width, true age 20-39" in out
+    assert "covers, predicted age 20-39" in out and "mean width, predicted age 20-39" in out
     for m in results.values():
         assert m.n + m.missed == 16
         # the bands' coverage, weighted by their faces, is the overall coverage

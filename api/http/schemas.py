@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PydanticField
@@ -205,12 +205,49 @@ def _band_order(band: str) -> int:
     return names.index(band) if band in names else len(names)
 
 
+def _share(cell: Any) -> float | None:
+    """A share from `ml evaluate`'s (faces, share) pair, or a bare number."""
+    return cell[-1] if isinstance(cell, list | tuple) else cell
+
+
+def _ci(cell: Any) -> list[float] | None:
+    if isinstance(cell, list | tuple) and len(cell) == 2 and all(isinstance(x, int | float) for x in cell):
+        return [float(cell[0]), float(cell[1])]
+    return None
+
+
 class BandFigures(BaseModel):
     band: str = PydanticField(description="Age band of the true ages, e.g. `20-39`, `80+`.")
     faces: int
     mae: float = PydanticField(description="Mean absolute error in years, on the faces of this band.")
     coverage: float | None = PydanticField(
         None, description="Share of true ages inside the predicted interval, on this band (when measured).")
+    coverage_ci: list[float] | None = PydanticField(
+        None, description="Wilson 95% confidence interval of `coverage`, [low, high] (when measured).")
+
+
+class BandCoverage(BaseModel):
+    band: str = PydanticField(description="Age band, e.g. `20-39`, `80+`.")
+    faces: int
+    coverage: float = PydanticField(description="Share of true ages inside the predicted interval.")
+    coverage_ci: list[float] | None = PydanticField(None, description="Wilson 95% confidence interval, [low, high].")
+
+
+class DegradedFigures(BaseModel):
+    degradation: str = PydanticField(description="`px40` (40 px photo), `blur2` (Gaussian blur, sigma 2), "
+                                                 "`gray` or `jpeg15` (JPEG quality 15).")
+    faces: int
+    mae: float
+    coverage: float
+    coverage_ci: list[float] | None = None
+    median_width: float | None = PydanticField(None, description="Median width of the interval, years.")
+    coverage_by_band: list[BandCoverage] = PydanticField(description="By true age band, in age order.")
+
+
+def _coverage_list(shares: dict, cis: dict) -> list[BandCoverage]:
+    return [BandCoverage(band=band, faces=cell[0], coverage=cell[1], coverage_ci=_ci(cis.get(band)))
+            for band, cell in sorted(shares.items(), key=lambda kv: _band_order(kv[0]))
+            if isinstance(cell, list | tuple) and cell[1] is not None]
 
 
 class Figures(BaseModel):
@@ -219,7 +256,13 @@ class Figures(BaseModel):
     faces: int
     mae: float = PydanticField(description="Mean absolute error in years.")
     coverage: float | None = PydanticField(description="Share of true ages inside the predicted 80% interval.")
-    by_band: list[BandFigures] = PydanticField(description="In age order.")
+    coverage_ci: list[float] | None = PydanticField(None, description="Wilson 95% confidence interval of `coverage`.")
+    median_width: float | None = PydanticField(None, description="Median width of the interval, years.")
+    by_band: list[BandFigures] = PydanticField(description="By true age band, in age order.")
+    coverage_by_predicted_band: list[BandCoverage] = PydanticField(
+        default_factory=list, description="The interval's coverage by predicted age band, in age order.")
+    degraded: list[DegradedFigures] = PydanticField(
+        default_factory=list, description="On degraded copies of the same photos, when measured.")
 
     @classmethod
     def of(cls, figures: dict | None) -> Figures | None:
@@ -228,16 +271,27 @@ class Figures(BaseModel):
         if not figures or figures.get("mae") is None:
             return None
         coverage_by_band = figures.get("coverage_by_band") or {}
+        cis = figures.get("coverage_ci_by_band") or {}
         bands = []
         for band, cells in sorted((figures.get("by_band") or {}).items(), key=lambda kv: _band_order(kv[0])):
-            coverage = coverage_by_band.get(band)
-            if isinstance(coverage, list | tuple):  # (faces, share), as `ml evaluate` writes it
-                coverage = coverage[-1]
             if cells[1] is None:
                 continue
-            bands.append(BandFigures(band=band, faces=cells[0], mae=cells[1], coverage=coverage))
+            bands.append(BandFigures(band=band, faces=cells[0], mae=cells[1],
+                                     coverage=_share(coverage_by_band.get(band)), coverage_ci=_ci(cis.get(band))))
+        degraded = [
+            DegradedFigures(degradation=name, faces=d.get("n", 0), mae=d["mae"], coverage=d["coverage"],
+                            coverage_ci=_ci(d.get("coverage_ci")), median_width=d.get("median_width"),
+                            coverage_by_band=_coverage_list(d.get("coverage_by_band") or {},
+                                                            d.get("coverage_ci_by_band") or {}))
+            for name, d in (figures.get("degraded") or {}).items()
+            if isinstance(d, dict) and d.get("mae") is not None and d.get("coverage") is not None]
+        median_width = figures.get("median_width")
         return cls(faces=figures.get("faces", figures.get("n", 0)), mae=figures["mae"],
-                   coverage=figures.get("coverage"), by_band=bands)
+                   coverage=figures.get("coverage"), coverage_ci=_ci(figures.get("coverage_ci")),
+                   median_width=median_width if isinstance(median_width, int | float) else None, by_band=bands,
+                   coverage_by_predicted_band=_coverage_list(figures.get("coverage_by_predicted") or {},
+                                                             figures.get("coverage_ci_by_predicted") or {}),
+                   degraded=degraded)
 
 
 class TrainedOn(BaseModel):

@@ -4,7 +4,7 @@
 
 import { predict } from "./api.js";
 import { $ } from "./dom.js";
-import { faceDescription, renderPhoto } from "./overlay.js";
+import { faceDescription, linkMarks, marksOf, reasonWords, renderMarkList, renderPhoto } from "./overlay.js";
 import { setPhoto } from "./photo.js";
 import { go } from "./router.js";
 import { store } from "./state.js";
@@ -128,17 +128,17 @@ export function renderExamples(state) {
     card.dataset.state = entry?.status ?? "idle";
     retry.hidden = entry?.status !== "error";
     faces.replaceChildren();
+    linkMarks(figure, faces);
     if (entry?.status === "done") {
       const found = entry.prediction.faces ?? [];
-      renderPhoto(figure, { url: example.file, alt: example.alt, faces: found, image: entry.prediction.image });
+      const setAside = entry.prediction.set_aside ?? [];
+      renderPhoto(figure, { url: example.file, alt: example.alt, faces: found, setAside, image: entry.prediction.image });
       status.textContent = found.length
         ? `${found.length} face${found.length === 1 ? "" : "s"} found.`
         : "No face found.";
-      found.forEach((face, index) => {
-        const item = document.createElement("li");
-        item.textContent = found.length > 1 ? `Face ${index + 1}: ${faceDescription(face)}` : `Estimated ${faceDescription(face)}.`;
-        faces.append(item);
-      });
+      renderMarkList(faces, marksOf(found, setAside), (mark) =>
+        mark.aside ? `set aside: ${reasonWords(mark.face.reason)}` : `estimated ${faceDescription(mark.face)}`,
+      );
     } else {
       if (!figure.firstChild) renderPhoto(figure, { url: example.file, alt: example.alt, faces: [] });
       status.textContent =

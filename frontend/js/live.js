@@ -12,7 +12,7 @@
 // years: a screen reader is not made to read every frame.
 
 import { $ } from "./dom.js";
-import { formatInterval } from "./overlay.js";
+import { formatRange } from "./overlay.js";
 
 const FRAME_WIDTH = 480; // pixels: enough for faces a metre away, small enough for 15+ frames a second
 const JPEG_QUALITY = 0.8;
@@ -239,7 +239,7 @@ function announceFaces(faces, now) {
   announce(
     news
       .map((face) => {
-        const range = formatInterval(face.age_interval).replace("–", " and ");
+        const range = formatRange(face.age_interval).replace("–", " and ");
         return `Face ${face.id}: about ${Math.round(face.age)} years, probably between ${range}.`;
       })
       .join(" "),
@@ -273,8 +273,8 @@ function renderBoxes() {
       box.style.width = percent(Math.min(w, width - Math.max(0, x)), width);
       box.style.height = percent(Math.min(h, height - Math.max(0, y)), height);
       const label = box.firstElementChild;
-      label.className = y / height < 0.12 ? "face-label below" : "face-label";
-      const text = `${Math.round(face.age)} (${formatInterval(face.age_interval)})`;
+      label.className = y / height < 0.12 ? "live-label below" : "live-label";
+      const text = `${Math.round(face.age)} (${formatRange(face.age_interval)})`;
       if (label.textContent !== text) label.textContent = text;
       label.setAttribute("aria-label", `Face ${face.id}: about ${Math.round(face.age)} years`);
     }

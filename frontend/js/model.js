@@ -65,6 +65,33 @@ function date(iso, format = longDate) {
   return parsed && !Number.isNaN(parsed.getTime()) ? format.format(parsed) : null;
 }
 
+/**
+ * A version's name for people: "Retrained on 7 December 2026", "Model version 3", "Three networks
+ * combined, version 2"; the technical name is shown beside it for administrators.
+ */
+export function plainName(version) {
+  const retrained = /^retrain-(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})/.exec(version);
+  if (retrained) {
+    const [, year, month, day, hour, minute] = retrained.map(Number);
+    return `Retrained on ${longDate.format(new Date(Date.UTC(year, month - 1, day, hour, minute)))}`;
+  }
+  const number = /-v(\d+)$/.exec(version)?.[1];
+  if (!number) return "Model";
+  if (/x3-/.test(version)) return `Three networks combined, version ${number}`;
+  return `Model version ${number}`;
+}
+
+/** The version as a row header or a sentence shows it: its plain name, then its technical name. */
+function versionNames(node, version) {
+  const plain = document.createElement("span");
+  plain.className = "plain-name";
+  plain.textContent = plainName(version);
+  const technical = document.createElement("span");
+  technical.className = "code-inline version";
+  technical.textContent = version;
+  node.replaceChildren(plain, " ", technical);
+}
+
 /** "0-12" -> "0–12", as bands are written for people. */
 export function bandLabel(band) {
   return String(band).replace("-", "–");
@@ -104,9 +131,11 @@ export function coverageWords(coverage) {
   return `${exact ? "" : "about "}${tenths} in 10 people (${percent}%)`;
 }
 
-function cell(text, { header = false } = {}) {
+function cell(text, { header = false, label = "" } = {}) {
   const node = document.createElement(header ? "th" : "td");
   if (header) node.scope = "row";
+  // On a phone the table is read row by row: each cell shows its column's name (see styles.css).
+  if (label) node.dataset.label = label;
   node.textContent = text;
   return node;
 }
@@ -123,7 +152,7 @@ function row(cells) {
 function renderNow(model) {
   const since = date(model.activated_at) ?? date(model.created_at);
   const made = MADE_BY[model.created_by] ?? `made by ${model.created_by}`;
-  $("[data-model-version]").textContent = model.version;
+  versionNames($("[data-model-version]"), model.version);
   $("[data-model-made]").textContent = `It was ${made}.`;
   $("[data-model-since]").textContent = since ? `It has answered every photo since ${since}.` : "";
 }
@@ -152,6 +181,7 @@ function renderAccuracy(model) {
       text: b.mae === null ? "no photos" : oneDecimal.format(b.mae),
     })),
     line: { value: validation.mae, text: `All ages: ${years(validation.mae)}` },
+    axis: "years",
   });
   $("[data-model-chart]").replaceChildren(chart);
   $("[data-model-chart-caption]").textContent =
@@ -164,18 +194,21 @@ function renderAccuracy(model) {
     ...bands.map((b) =>
       row([
         cell(bandLabel(b.band), { header: true }),
-        cell(b.faces === null ? "–" : whole.format(b.faces)),
-        cell(b.mae === null ? "–" : years(b.mae)),
-        ...(withCoverage ? [cell(b.coverage === null ? "–" : coverageWords(b.coverage))] : []),
+        cell(b.faces === null ? "–" : whole.format(b.faces), { label: "Photos checked" }),
+        cell(b.mae === null ? "–" : years(b.mae), { label: "Off by, on average" }),
+        ...(withCoverage
+          ? [cell(b.coverage === null ? "–" : coverageWords(b.coverage), { label: "Likely range holds the true age for" })]
+          : []),
       ]),
     ),
   );
+  renderCoverageChart(bands, withCoverage);
 
   const coverage = validation.coverage;
   $("[data-model-coverage]").hidden = !isNumber(coverage);
   if (isNumber(coverage)) {
     $("[data-model-coverage-words]").textContent =
-      `The range we give contains the true age for ${coverageWords(coverage)} in these photos.`;
+      `The likely range we give contains the true age for ${coverageWords(coverage)} in these photos.`;
   }
 
   const heldOut = model.evaluation?.held_out_submissions ?? null;
@@ -183,11 +216,38 @@ function renderAccuracy(model) {
   $("[data-model-held-out]").hidden = !heldOutShown;
   if (heldOutShown) {
     const count = facesOf(heldOut);
-    const range = isNumber(heldOut.coverage) ? ` and its range contained the true age for ${coverageWords(heldOut.coverage)}` : "";
+    const range = isNumber(heldOut.coverage) ? ` and its likely range contained the true age for ${coverageWords(heldOut.coverage)}` : "";
     $("[data-model-held-out]").textContent =
       `We also kept ${count ? `${whole.format(count)} of the photos` : "some of the photos"} people gave us aside, ` +
       `never to train on: on those it is off by ${years(heldOut.mae)} on average${range}.`;
   }
+}
+
+/** Beside the error chart, when the bands carry it: how often the likely range held the true age. */
+function renderCoverageChart(bands, withCoverage) {
+  $("[data-model-coverage-figure]").hidden = !withCoverage;
+  if (!withCoverage) {
+    $("[data-model-coverage-chart]").replaceChildren();
+    return;
+  }
+  const percent = (value) => `${Math.round(value * 100)}%`;
+  const chart = barChart({
+    title:
+      "How often the likely range holds the true age, by age band: " +
+      bands.map((b) => `${bandLabel(b.band)}: ${b.coverage === null ? "not measured" : percent(b.coverage)}`).join("; ") +
+      ". The aim is 8 in 10 (80%).",
+    bars: bands.map((b) => ({
+      label: bandLabel(b.band),
+      value: b.coverage === null ? null : b.coverage * 100,
+      text: b.coverage === null ? "not measured" : percent(b.coverage),
+    })),
+    line: { value: 80, text: "The aim: 8 in 10 (80%)" },
+    axis: "%",
+    max: 100,
+  });
+  $("[data-model-coverage-chart]").replaceChildren(chart);
+  $("[data-model-coverage-caption]").textContent =
+    "For how many people of each age (in years) the likely range held the true age, in percent. The dashed line is the aim, 8 in 10.";
 }
 
 function renderTrainedOn(model) {
@@ -221,14 +281,17 @@ function renderHistory(model) {
   $("[data-model-history-table]").hidden = history.length === 0;
   $("[data-model-history]").replaceChildren(
     ...history.map((version) => {
-      const added = date(version.created_at, shortDate);
+      // Shipped versions are all registered when the server is installed: that date says nothing.
+      const added = version.created_by === "shipped" ? null : date(version.created_at, shortDate);
       const made = MADE_BY_SHORT[version.created_by] ?? version.created_by ?? "";
+      const name = cell("", { header: true });
+      versionNames(name, version.version);
       const tr = row([
-        cell(version.version, { header: true }),
-        cell(STATE_WORDS[version.state] ?? version.state),
-        cell([added, made].filter(Boolean).join(", ")),
-        cell(isNumber(version.mae) ? years(version.mae) : "not measured"),
-        ...(reasons ? [cell(version.reason ?? "")] : []),
+        name,
+        cell(STATE_WORDS[version.state] ?? version.state, { label: "State" }),
+        cell([made, added].filter(Boolean).join(", "), { label: "Made" }),
+        cell(isNumber(version.mae) ? years(version.mae) : "not measured", { label: "Off by, on average" }),
+        ...(reasons ? [cell(version.reason ?? "", { label: "Why" })] : []),
       ]);
       tr.dataset.version = version.version;
       tr.dataset.state = version.state;

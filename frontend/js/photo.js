@@ -11,14 +11,27 @@ export function releaseUrl(url) {
   if (url && !urlsInUse().has(url)) URL.revokeObjectURL(url);
 }
 
+// What the service reads; the file picker offers only these.
+const ACCEPTED = new Set(["image/jpeg", "image/png", "image/webp"]);
+const KIND_NAMES = { "image/gif": "a GIF", "image/bmp": "a BMP", "image/tiff": "a TIFF", "image/heic": "a HEIC", "image/heif": "a HEIF", "image/svg+xml": "an SVG", "image/avif": "an AVIF" };
+
+/** Why `blob` cannot be sent, in words that say what to do, or "" when it may be. */
+export function photoProblem(blob) {
+  if (!blob.type || ACCEPTED.has(blob.type)) return "";
+  if (!blob.type.startsWith("image/")) return "This file is not an image: choose a JPEG, PNG or WebP photo.";
+  const kind = KIND_NAMES[blob.type] ?? "this kind of";
+  return `This is ${kind} image, which the service cannot read: choose a JPEG, PNG or WebP photo, or save this one as JPEG in your photo app.`;
+}
+
 /** Put `blob` in the form as the photo to send (`source`: "file" | "drop" | "camera" | "example"). */
 export function setPhoto(blob, name, source) {
   const previous = store.state.photo;
   const errors = { ...store.state.errors };
   delete errors.image;
-  if (blob.type && !blob.type.startsWith("image/")) {
+  const problem = photoProblem(blob);
+  if (problem) {
     // Forget the previous photo too, so that what is sent is never other than what was chosen last.
-    store.set({ photo: null, errors: { ...errors, image: "This file is not an image: choose a JPEG, PNG or WebP photo." } });
+    store.set({ photo: null, errors: { ...errors, image: problem } });
     releaseUrl(previous?.url);
     return;
   }
@@ -155,12 +168,12 @@ export function renderPhotoInput(state, previous) {
       preview.alt = "Preview of the chosen photo";
       preview.hidden = false;
       $("[data-file-name]").textContent = state.photo.name;
-      $("[data-dropzone-text]").textContent = "Drop another photo here, or:";
+      $("[data-dropzone]").classList.add("chosen");
     } else {
       preview.removeAttribute("src");
       preview.hidden = true;
       $("[data-file-name]").textContent = "";
-      $("[data-dropzone-text]").textContent = "Drop a photo here, or:";
+      $("[data-dropzone]").classList.remove("chosen");
     }
   }
   $("[data-camera]").hidden = state.camera === "off";

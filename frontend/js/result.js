@@ -1,30 +1,32 @@
-// The result view: the photo with each face boxed, the estimate beside the true age, the other
-// faces, or "no face found". The stored-data part of the page is stored.js.
+// The result view: the photo with each face numbered, the estimate beside the true age, the list
+// of faces in the same numbers, or "no face found". The stored-data part of the page is stored.js.
 
 import { $ } from "./dom.js";
-import { faceDescription, formatAge, formatInterval, largestIndex, renderPhoto, round1 } from "./overlay.js";
+import { faceDescription, formatAge, formatRange, linkMarks, marksOf, reasonWords, renderMarkList, renderPhoto } from "./overlay.js";
 import { NO_STORED_VIEW } from "./stored.js";
 
 /** The store's `result` for an answer from POST /predict or POST /submissions. */
-export function newResult({ mode, photo, trueAge, firstName, image, faces, submission = null }) {
-  const primary = largestIndex(faces);
-  const face = primary >= 0 ? faces[primary] : null;
-  const predicted = face ? round1(face.age) : null;
+export function newResult({ mode, photo, trueAge, firstName, image, faces, setAside = [], submission = null }) {
+  const [first] = marksOf(faces);
+  const face = first?.face ?? null;
+  // Whole years everywhere: the error is the shown estimate minus the true age.
+  const predicted = face ? Math.round(face.age) : null;
   return {
     mode,
     photoUrl: photo.url,
     photoName: photo.name,
     image,
     faces,
+    setAside: Array.isArray(setAside) ? setAside : [],
     trueAge,
     firstName,
     predicted,
     interval: face?.age_interval ?? null,
-    // Signed: estimate minus true age, from the rounded estimate the page shows.
-    error: face ? round1(predicted - trueAge) : null,
+    error: face ? predicted - trueAge : null,
     noFace: !face,
     submission, // {id, token} while the data is stored and can be deleted
-    deleteState: "idle", // "idle" | "deleting" | "deleted"
+    keyKept: false, // the key was copied or saved: leaving the page needs no warning
+    deleteState: "idle", // "idle" | "confirming" | "deleting" | "deleted"
     deleteError: "",
     storedView: NO_STORED_VIEW, // what the server keeps, fetched with the token on request
     storedError: "",
@@ -34,8 +36,13 @@ export function newResult({ mode, photo, trueAge, firstName, image, faces, submi
 /** What the live region says when the result is shown. */
 export function resultSummary(result) {
   if (result.noFace) return result.mode === "submission" ? "No face found. Nothing was stored." : "No face found.";
-  const stored = result.submission ? " Your data is stored; you can delete it on this page." : "";
-  return `Estimated age ${formatAge(result.predicted)} years, your age ${result.trueAge}.${stored}`;
+  const stored = result.submission ? " Your data is stored; your key to it is on this page." : "";
+  return `Estimated age about ${formatAge(result.predicted)} years, your age ${result.trueAge}.${stored}`;
+}
+
+function describeMark(mark) {
+  if (mark.aside) return `set aside: ${reasonWords(mark.face.reason)}`;
+  return `${faceDescription(mark.face)}${mark.primary ? " (the largest face: the numbers above)" : ""}`;
 }
 
 export function renderResult(state, previous) {
@@ -46,13 +53,21 @@ export function renderResult(state, previous) {
   const title = $("[data-result-title]");
   title.textContent = result.noFace ? "No face found" : "Your result";
 
-  // The photo and its boxes are drawn again only for a new result.
-  if (result.photoUrl !== previous?.result?.photoUrl || result.faces !== previous?.result?.faces) {
+  const figure = $("[data-result-figure]");
+  const list = $("[data-face-list]");
+  linkMarks(figure, list);
+  // The photo and its marks are drawn again only for a new result.
+  if (!result.photoUrl) {
+    // A result restored after a reload whose photo could not be kept (storage full).
+    figure.replaceChildren();
+  } else if (result.photoUrl !== previous?.result?.photoUrl || result.faces !== previous?.result?.faces) {
     const who = result.firstName ? `${result.firstName}'s photo` : "Your photo";
-    renderPhoto($("[data-result-figure]"), {
+    const count = result.faces.length;
+    renderPhoto(figure, {
       url: result.photoUrl,
-      alt: result.noFace ? `${who}: no face found` : `${who}, with ${result.faces.length === 1 ? "the face" : "each face"} boxed`,
+      alt: result.noFace ? `${who}: no face found` : `${who}, with ${count === 1 ? "the face" : `${count} faces`} marked`,
       faces: result.faces,
+      setAside: result.setAside,
       image: result.image,
     });
   }
@@ -64,23 +79,27 @@ export function renderResult(state, previous) {
   $("[data-numbers]").hidden = result.noFace;
   if (!result.noFace) {
     $("[data-predicted]").textContent = formatAge(result.predicted);
-    $("[data-interval]").textContent = result.interval ? `likely ${formatInterval(result.interval)}` : "";
+    const range = formatRange(result.interval);
+    $("[data-interval]").textContent = range ? `likely ${range}` : "";
     $("[data-true-age]").textContent = String(result.trueAge);
     const sign = result.error > 0 ? "+" : result.error < 0 ? "−" : "±";
     $("[data-error]").textContent = `${sign}${formatAge(Math.abs(result.error))}`;
     $("[data-error-words]").textContent =
       result.error > 0 ? "estimate too old" : result.error < 0 ? "estimate too young" : "spot on";
   }
-  const others = result.faces.filter((_, index) => index !== largestIndex(result.faces));
-  $("[data-faces-note]").hidden = others.length === 0;
-  $("[data-faces-count]").textContent = others.length
-    ? `${result.faces.length} faces found. The numbers above are for the largest face (the yellow box). The others:`
-    : "";
-  $("[data-other-faces]").replaceChildren(
-    ...others.map((face) => {
-      const item = document.createElement("li");
-      item.textContent = faceDescription(face);
-      return item;
-    }),
-  );
+  const marks = marksOf(result.faces, result.setAside);
+  // The list is for photos with more than one mark; a single face is all in the numbers.
+  $("[data-faces-note]").hidden = marks.length < 2;
+  const judged = marks.filter((mark) => !mark.aside).length;
+  const aside = marks.length - judged;
+  $("[data-faces-count]").textContent =
+    `${judged} face${judged === 1 ? "" : "s"} found` +
+    (aside ? `, ${aside} set aside` : "") +
+    ". The numbers match the photo; point at one to find it.";
+  if (result.faces !== list.drawnFor) {
+    // Drawn again only for a new result, so that focus and highlight survive other changes.
+    list.drawnFor = result.faces;
+    if (marks.length >= 2) renderMarkList(list, marks, describeMark);
+    else list.replaceChildren();
+  }
 }

@@ -1,4 +1,4 @@
-// Hash routes (#/, #/result, #/examples, #/model): one URL per view. The router sets the
+// Hash routes (#/, #/result, #/examples, #/model, #/my-data): one URL per view. The router sets the
 // store's route and the page title, moves focus to the new view's heading, and tells the app
 // which view was entered; rendering the views from the route is its own job too.
 
@@ -10,6 +10,7 @@ const ROUTES = {
   "#/result": { view: "result", title: "Your result · whatsmyage" },
   "#/examples": { view: "examples", title: "Examples · whatsmyage" },
   "#/model": { view: "model", title: "The model · whatsmyage" },
+  "#/my-data": { view: "mydata", title: "My data · whatsmyage" },
   "#/live": { view: "live", title: "Live camera · whatsmyage" },
 };
 

@@ -146,7 +146,8 @@ class Predictor:
         chips = self.chips(img, faces)
         timings["align"] = time.perf_counter() - t
         t = time.perf_counter()
-        estimates = age_model.estimate(chips, self.settings.coverage)
+        face_px = np.array([f.box.width / img.scale for f in faces])  # in the photo as sent
+        estimates = age_model.estimate(chips, self.settings.coverage, face_px)
         timings["age"] = time.perf_counter() - t
         results = [
             FaceAge(face.scaled(1 / img.scale), e.age, (e.low, e.high), e.spread)

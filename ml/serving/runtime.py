@@ -9,8 +9,9 @@ A served model is one ONNX file written by `python -m ml export` (`ml.training.o
 the training weights (.safetensors). The graph takes uint8 chips N x 64 x 64 x 3 (RGB) and has one
 output per member of the model, `member0`, `member1`, ...: N x classes (logits) for "resnet10", N
 (years) for "vgg". How to read them travels in the same file, as ONNX metadata: version, arch,
-temperatures, mirror averaging, residuals (vgg), the age of each class. See `ml.training.agemodel` for what
-they mean.
+temperatures, mirror averaging, residuals (vgg), the age of each class, and (models calibrated since
+December 2026) the calibrated interval (`ml.serving.interval`). See `ml.training.agemodel` for what they
+mean.
 
 Threads: every run of the session uses one thread, and `CpuShare` decides how many runs one call
 makes at once. A photo alone spreads its age step over the CPUs that no other photo holds and the
@@ -38,6 +39,9 @@ from typing import Protocol
 
 import numpy as np
 import onnxruntime as ort
+
+from ml.serving import quality
+from ml.serving.interval import IntervalCalibration, from_metadata
 
 ONNX_SUFFIX = ".onnx"
 INPUT = "chips"
@@ -123,7 +127,8 @@ class AgeEstimator(Protocol):
 
     version: str
 
-    def estimate(self, chips: np.ndarray, coverage: float = 0.8) -> list[AgeDistribution]: ...
+    def estimate(self, chips: np.ndarray, coverage: float = 0.8,
+                 face_px: np.ndarray | None = None) -> list[AgeDistribution]: ...
 
 
 class NotExported(ValueError):
@@ -154,6 +159,20 @@ def summarise(probs: np.ndarray, ages: np.ndarray, coverage: float = 0.8,
         age = float(point[i])
         out.append(AgeDistribution(age, min(low, age), max(high, age), float(spread[i])))
     return out
+
+
+def calibrated(estimates: list[AgeDistribution], interval: IntervalCalibration | None, chips: np.ndarray,
+               coverage: float, face_px: np.ndarray | None = None) -> list[AgeDistribution]:
+    """`estimates` with the model's calibrated interval (`ml.serving.interval`) when it has one for this
+    `coverage`; as they are otherwise (older models, or another coverage). `face_px`: the width of
+    each face in pixels of the photo as sent, when known."""
+    if interval is None or abs(coverage - interval.coverage) > 1e-9 or not estimates:
+        return estimates
+    ages = np.array([e.age for e in estimates])
+    spreads = np.array([e.spread for e in estimates])
+    low, high = interval.bounds(ages, spreads, quality.sharpness(chips), face_px)
+    return [AgeDistribution(e.age, float(lo), float(hi), e.spread)
+            for e, lo, hi in zip(estimates, low, high, strict=True)]
 
 
 def softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
@@ -262,6 +281,7 @@ class ServedAgeModel:
     residuals: tuple[float, float, float] = (-5.0, 5.0, 5.0)
     member_costs: list[float] = field(default_factory=lambda: [1.0])  # relative work of each member
     meta: dict[str, str] = field(default_factory=dict)
+    interval: IntervalCalibration | None = None  # resnet10: the calibrated interval (`ml.serving.interval`)
 
     def outputs(self, chips: np.ndarray) -> np.ndarray:
         """Every member's raw output for uint8 chips N x 64 x 64 x 3, the mirrored chips appended
@@ -304,9 +324,11 @@ class ServedAgeModel:
         assert self.arch == "resnet10"
         return self._average(self.outputs(chips), len(chips), temperature or self.temperature)
 
-    def estimate(self, chips: np.ndarray, coverage: float = 0.8) -> list[AgeDistribution]:
-        """One estimate per chip. `coverage` applies to resnet10; a regressor's interval is its
-        recorded 80% one."""
+    def estimate(self, chips: np.ndarray, coverage: float = 0.8,
+                 face_px: np.ndarray | None = None) -> list[AgeDistribution]:
+        """One estimate per chip. `coverage` applies to resnet10 (calibrated when the model carries
+        a calibration for it; `face_px`, each face's width in the photo, widens the range of a small
+        face); a regressor's interval is its recorded 80% one."""
         n = len(chips)
         if n == 0:
             return []
@@ -316,7 +338,7 @@ class ServedAgeModel:
             point = None
             if self.point_temperature and self.point_temperature != self.temperature:
                 point = self._average(outputs, n, self.point_temperature)
-            return summarise(probs, self.ages, coverage, point)
+            return calibrated(summarise(probs, self.ages, coverage, point), self.interval, chips, coverage, face_px)
         years = outputs.astype(np.float64).mean(axis=0)
         years = (years[:n] + years[n:]) / 2 if self.mirror else years
         lo, hi, sd = self.residuals
@@ -367,4 +389,5 @@ def load_age_model(path: Path | str, cpus: CpuShare | None = None) -> ServedAgeM
         # A ResNet-10 is five residual blocks; each appended block is about a fifth more work.
         member_costs=[1.0 + 0.2 * int(m.get("extra_blocks", 0)) for m in members],
         meta={k: v for k, v in meta.items() if k not in KNOWN},
+        interval=from_metadata(meta),
     )

@@ -8,6 +8,9 @@ Two kinds of network are served the same way:
   logits divided by `point_temperature`; the interval is its central range with the logits divided
   by `temperature`. Both temperatures are fitted on validation data: the first for the lowest MAE,
   the second so that the stated coverage holds.
+  A model calibrated since December 2026 replaces that range by its calibrated one
+  (`ml.serving.interval`: by predicted-age group and face quality, fitted by `ml.training.conformal`),
+  kept in `meta`.
 - "vgg" (`ml.training.vgg.VGGRegressor`) outputs one number: the interval is that number plus the 10th and
   90th percentiles of its validation residuals.
 The weights file (safetensors) carries all of this in its metadata; the export copies it.
@@ -26,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ml.serving import runtime
+from ml.serving.interval import METADATA_KEY, IntervalCalibration, from_metadata
 from ml.serving.runtime import AgeDistribution
 from ml.training.agenet import AgeNet
 from ml.training.vgg import VGGRegressor
@@ -52,6 +56,17 @@ class AgeModel:
     meta: dict[str, str] = field(default_factory=dict)
 
     @property
+    def interval(self) -> IntervalCalibration | None:
+        """The calibrated interval (`ml.serving.interval`), kept in `meta` as the files carry it."""
+        return from_metadata(self.meta)
+
+    @interval.setter
+    def interval(self, value: IntervalCalibration | None) -> None:
+        self.meta.pop(METADATA_KEY, None)
+        if value is not None:
+            self.meta[METADATA_KEY] = value.to_json()
+
+    @property
     def net(self) -> nn.Module:
         """The first (for a single model, the only) network."""
         return self.nets[0]
@@ -75,9 +90,9 @@ class AgeModel:
         assert self.arch == "resnet10"
         return self._average(self._outputs(chips), len(chips), temperature or self.temperature)
 
-    def estimate(self, chips: np.ndarray, coverage: float = 0.8) -> list[AgeDistribution]:
-        """One estimate per chip. `coverage` applies to resnet10; a regressor's interval is its
-        recorded 80% one."""
+    def estimate(self, chips: np.ndarray, coverage: float = 0.8,
+                 face_px: np.ndarray | None = None) -> list[AgeDistribution]:
+        """One estimate per chip, as `ml.serving.runtime.ServedAgeModel.estimate`."""
         if len(chips) == 0:
             return []
         outputs = self._outputs(chips)
@@ -87,7 +102,8 @@ class AgeModel:
             point = None
             if self.point_temperature and self.point_temperature != self.temperature:
                 point = self._average(outputs, n, self.point_temperature)
-            return summarise(probs, self.net.ages, coverage, point)
+            return runtime.calibrated(summarise(probs, self.net.ages, coverage, point), self.interval, chips,
+                                      coverage, face_px)
         out = sum(outputs) / len(outputs)
         out = (out[:n] + out[n:]) / 2 if self.mirror else out
         lo, hi, sd = self.residuals

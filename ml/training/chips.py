@@ -38,6 +38,7 @@ class ChipSet:
     genders: np.ndarray  # int, -1 when not known
     races: np.ndarray  # int, -1 when not known
     missed: list[str]  # names of images where no face was found
+    face_px: np.ndarray | None = None  # float: the face box's width in the photo; None when not recorded
 
     def __len__(self) -> int:
         return len(self.names)
@@ -45,7 +46,8 @@ class ChipSet:
     def subset(self, names: set[str]) -> ChipSet:
         keep = np.array([n in names for n in self.names], dtype=bool)
         return ChipSet(self.names[keep], self.chips[keep], self.ages[keep], self.genders[keep],
-                       self.races[keep], [m for m in self.missed if m in names])
+                       self.races[keep], [m for m in self.missed if m in names],
+                       None if self.face_px is None else self.face_px[keep])
 
     def centre(self, size: int = 64) -> np.ndarray:
         m = (self.chips.shape[1] - size) // 2
@@ -63,28 +65,32 @@ def _init_worker() -> None:
     _worker["aligner"] = FaceAligner()
 
 
-def _chip_one(args: tuple[str, int, float]) -> np.ndarray | None:
+def _chip_one(args: tuple[str, int, float, str | None]) -> tuple[np.ndarray, float] | None:
+    """The chip of the largest face and that face's width in pixels of the photo."""
     from ml.serving.align import FaceAligner
     from ml.serving.faces import FaceDetector
     from ml.serving.images import ImageError, load_image
+    from ml.training.degrade import degrade
 
-    path, size, padding = args
+    path, size, padding, degradation = args
     detector: FaceDetector = _worker["detector"]  # type: ignore[assignment]
     aligner: FaceAligner = _worker["aligner"]  # type: ignore[assignment]
     try:
-        img = load_image(Path(path).read_bytes())
+        data = Path(path).read_bytes()
+        img = load_image(degrade(data, degradation) if degradation else data)
     except (ImageError, OSError):
         return None
     faces = detector.detect(img.rgb)
     if not faces:
         return None
-    return aligner.chip(img.rgb, faces[0].box, size, padding)
+    return aligner.chip(img.rgb, faces[0].box, size, padding), faces[0].box.width / img.scale
 
 
 def extract(samples: list[Sample], size: int = 64, padding: float = 0.2, workers: int = 2,
-            desc: str = "chips") -> ChipSet:
-    """Run the serving pipeline on every sample, in `workers` processes."""
-    jobs = [(str(s.path), size, padding) for s in samples]
+            desc: str = "chips", degradation: str | None = None) -> ChipSet:
+    """Run the serving pipeline on every sample, in `workers` processes; on a degraded copy of each
+    photo when `degradation` names one of `ml.training.degrade.DEGRADATIONS`."""
+    jobs = [(str(s.path), size, padding, degradation) for s in samples]
     ctx = mp.get_context("spawn")  # MediaPipe graphs do not survive a fork
     if workers > 1:
         with ctx.Pool(workers, initializer=_init_worker) as pool:
@@ -97,7 +103,7 @@ def extract(samples: list[Sample], size: int = 64, padding: float = 0.2, workers
             _worker.pop("detector").close()  # type: ignore[attr-defined]
             _worker.clear()
     found = [i for i, r in enumerate(results) if r is not None]
-    chips = np.stack([results[i] for i in found]) if found else np.zeros((0, size, size, 3), np.uint8)
+    chips = np.stack([results[i][0] for i in found]) if found else np.zeros((0, size, size, 3), np.uint8)
     return ChipSet(
         names=np.array([samples[i].name for i in found], dtype=object),
         chips=chips,
@@ -105,26 +111,31 @@ def extract(samples: list[Sample], size: int = 64, padding: float = 0.2, workers
         genders=np.array([-1 if samples[i].gender is None else samples[i].gender for i in found], dtype=np.int64),
         races=np.array([-1 if samples[i].race is None else samples[i].race for i in found], dtype=np.int64),
         missed=[s.name for s, r in zip(samples, results, strict=True) if r is None],
+        face_px=np.array([results[i][1] for i in found], dtype=np.float64),
     )
 
 
-def cached_training_chips(samples: list[Sample], cache_dir: Path, workers: int = 2) -> ChipSet:
+def cached_training_chips(samples: list[Sample], cache_dir: Path, workers: int = 2,
+                          degradation: str | None = None) -> ChipSet:
     """80 px training chips for `samples`, computed once per folder and kept in `cache_dir`; files
-    added to a folder later are computed and appended on the next call."""
+    added to a folder later are computed and appended on the next call. With `degradation`, chips
+    of degraded copies (`ml.training.degrade`), cached apart."""
     by_folder: dict[Path, list[Sample]] = {}
     for s in samples:
         by_folder.setdefault(s.path.parent.resolve(), []).append(s)
     parts = []
     for folder, members in by_folder.items():
         key = hashlib.sha256(str(folder).encode()).hexdigest()[:12]
-        path = cache_dir / f"chips-{PIPELINE_TAG}-{TRAIN_CHIP}px-{folder.name}-{key}.npz"
+        kind = f"-{degradation}" if degradation else ""
+        path = cache_dir / f"chips-{PIPELINE_TAG}-{TRAIN_CHIP}px{kind}-{folder.name}-{key}.npz"
         cached = load_chipset(path) if path.exists() else None
         if cached is not None:
             cached = _forget_gone(path, cached, folder)
         known = set(cached.names) | set(cached.missed) if cached else set()
         todo = [s for s in members if s.name not in known]
         if todo:
-            fresh = extract(todo, TRAIN_CHIP, TRAIN_PADDING, workers, desc=f"training chips ({folder.name})")
+            fresh = extract(todo, TRAIN_CHIP, TRAIN_PADDING, workers, desc=f"training chips ({folder.name}{kind})",
+                            degradation=degradation)
             cached = concat([cached, fresh]) if cached else fresh
             save_chipset(path, cached)
         assert cached is not None
@@ -144,6 +155,7 @@ def _forget_gone(path: Path, cached: ChipSet, folder: Path) -> ChipSet:
 
 def concat(parts: list[ChipSet]) -> ChipSet:
     parts = [p for p in parts if p is not None]
+    known = all(p.face_px is not None for p in parts)
     return ChipSet(
         names=np.concatenate([p.names for p in parts]),
         chips=np.concatenate([p.chips for p in parts]),
@@ -151,18 +163,20 @@ def concat(parts: list[ChipSet]) -> ChipSet:
         genders=np.concatenate([p.genders for p in parts]),
         races=np.concatenate([p.races for p in parts]),
         missed=[m for p in parts for m in p.missed],
+        face_px=np.concatenate([p.face_px for p in parts]) if known else None,  # type: ignore[misc]
     )
 
 
 def save_chipset(path: Path, c: ChipSet) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
+    extra = {} if c.face_px is None else {"face_px": c.face_px}
     np.savez(tmp, names=c.names.astype(str), chips=c.chips, ages=c.ages, genders=c.genders, races=c.races,
-             missed=np.array(c.missed, dtype=str))
+             missed=np.array(c.missed, dtype=str), **extra)
     tmp.replace(path)
 
 
 def load_chipset(path: Path) -> ChipSet:
     with np.load(path) as z:
         return ChipSet(z["names"].astype(object), z["chips"], z["ages"], z["genders"], z["races"],
-                       list(z["missed"].astype(str)))
+                       list(z["missed"].astype(str)), z["face_px"] if "face_px" in z.files else None)

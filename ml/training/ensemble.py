@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ml.training.agemodel import AgeModel, load_age_model, save_age_model
 from ml.training.evaluate import evaluate_model, format_table
-from ml.training.train import TrainConfig, calibrate, load_data
+from ml.training.train import TrainConfig, calibrate, load_data, validation_copies
 
 
 def build(members: list[Path], data: list[Path], version: str, out: Path, half: bool = True) -> AgeModel:
@@ -22,8 +22,9 @@ def build(members: list[Path], data: list[Path], version: str, out: Path, half: 
     if {m.arch for m in loaded} != {"resnet10"} or len({m.net.num_classes for m in loaded}) != 1:
         raise SystemExit("an ensemble needs ResNet-10 members with the same age classes")
     model = AgeModel(nets=[n for m in loaded for n in m.nets], version=version)
-    _, val = load_data(TrainConfig(data=[str(d) for d in data]))
-    calib = calibrate(model, val)
+    cfg = TrainConfig(data=[str(d) for d in data])
+    _, val = load_data(cfg)
+    calib = calibrate(model, val, copies=validation_copies(cfg))
     members_info = json.dumps([{"file": m.name, "version": v.version} for m, v in zip(members, loaded, strict=True)])
     save_age_model(out, model, extra={"ensemble_of": members_info}, half=half)
     served = load_age_model(out)

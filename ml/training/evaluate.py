@@ -35,6 +35,15 @@ class Metrics:
     # the model errs more, and cover about as often in every band
     coverage_by_band: dict[str, tuple[int, float]] = field(default_factory=dict)
     width_by_band: dict[str, tuple[int, float]] = field(default_factory=dict)
+    # Wilson 95% intervals of those shares, and the same by predicted age (what the service knows)
+    coverage_ci: tuple[float, float] = (float("nan"), float("nan"))
+    coverage_ci_by_band: dict[str, tuple[float, float]] = field(default_factory=dict)
+    coverage_by_predicted: dict[str, tuple[int, float]] = field(default_factory=dict)
+    coverage_ci_by_predicted: dict[str, tuple[float, float]] = field(default_factory=dict)
+    width_by_predicted: dict[str, tuple[int, float]] = field(default_factory=dict)
+    median_width: float = float("nan")
+    # the same figures on degraded copies of the photos (`ml.training.degrade`), by degradation
+    degraded: dict[str, dict] = field(default_factory=dict)
 
     @property
     def missed_share(self) -> float:
@@ -50,11 +59,28 @@ def _groups(keys: np.ndarray, errors: np.ndarray, names: dict) -> dict[str, tupl
     return out
 
 
+def wilson(covered: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score 95% interval of a share `covered` / `n` (good at shares near 0 or 1 and small n)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = covered / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return float(centre - half), float(centre + half)
+
+
+def _wilson_groups(keys: np.ndarray, covered: np.ndarray, names: dict) -> dict[str, tuple[float, float]]:
+    return {label: wilson(int(covered[keys == k].sum()), int((keys == k).sum()))
+            for k, label in names.items() if (keys == k).any()}
+
+
 def metrics(pred: np.ndarray, low: np.ndarray, high: np.ndarray, chips: ChipSet) -> Metrics:
     ages = chips.ages.astype(np.float64)
     err = np.abs(pred - ages)
     covered = ((ages >= low) & (ages <= high)).astype(np.float64)
     bands = np.array([band_of(a) for a in ages])
+    predicted = np.array([band_of(a) for a in pred])
     band_labels = {b: b for b in band_names()}
     return Metrics(
         n=len(ages),
@@ -67,7 +93,20 @@ def metrics(pred: np.ndarray, low: np.ndarray, high: np.ndarray, chips: ChipSet)
         missed=len(chips.missed),
         coverage_by_band=_groups(bands, covered, band_labels),
         width_by_band=_groups(bands, high - low, band_labels),
+        coverage_ci=wilson(int(covered.sum()), len(ages)),
+        coverage_ci_by_band=_wilson_groups(bands, covered, band_labels),
+        coverage_by_predicted=_groups(predicted, covered, band_labels),
+        coverage_ci_by_predicted=_wilson_groups(predicted, covered, band_labels),
+        width_by_predicted=_groups(predicted, high - low, band_labels),
+        median_width=float(np.median(high - low)) if len(ages) else float("nan"),
     )
+
+
+def degraded_figures(m: Metrics) -> dict:
+    """The figures of a degraded copy kept beside the sharp ones."""
+    return {"n": m.n, "missed": m.missed, "mae": m.mae, "coverage": m.coverage, "coverage_ci": m.coverage_ci,
+            "median_width": m.median_width, "mean_width": m.mean_width, "coverage_by_band": m.coverage_by_band,
+            "coverage_ci_by_band": m.coverage_ci_by_band, "by_band": m.by_band}
 
 
 def load_model(path: Path) -> runtime.AgeEstimator:
@@ -85,7 +124,8 @@ def predict(model: runtime.AgeEstimator, chips: ChipSet, coverage: float = 0.8,
     faces = chips.centre(64)
     pred, low, high = [], [], []
     for i in range(0, len(faces), batch):
-        for d in model.estimate(faces[i : i + batch], coverage):
+        face_px = None if chips.face_px is None else chips.face_px[i : i + batch]
+        for d in model.estimate(faces[i : i + batch], coverage, face_px):
             pred.append(d.age)
             low.append(d.low)
             high.append(d.high)
@@ -124,6 +164,13 @@ def paired_difference(errors_a: np.ndarray, errors_b: np.ndarray, resamples: int
     return PairedDifference(n, float(a.mean()), float(b.mean()), float(d.mean()), float((hi - lo) / 2))
 
 
+def _degraded_cell(d: dict | None) -> str:
+    if not d:
+        return ""
+    lo, hi = d["coverage_ci"]
+    return f"{d['mae']:.2f} / {d['coverage']:.1%} ({lo:.0%}-{hi:.0%}) / {d['median_width']:.1f}"
+
+
 def format_table(results: dict[str, Metrics]) -> str:
     names = list(results)
     first = next(iter(results.values()))
@@ -139,14 +186,31 @@ def format_table(results: dict[str, Metrics]) -> str:
                 n, mae = getattr(m, attr).get(key, (0, float("nan")))
                 cells.append(f"{mae:.2f} (n={n})")
             rows.append((f"  {title} {key}", cells))
-    rows.append(("80% interval covers", [f"{m.coverage:.1%}" for m in results.values()]))
-    for key in first.coverage_by_band:
-        rows.append((f"  covers, age {key}", [f"{m.coverage_by_band.get(key, (0, float('nan')))[1]:.1%}"
-                                              for m in results.values()]))
-    rows.append(("mean interval width", [f"{m.mean_width:.1f}" for m in results.values()]))
-    for key in first.width_by_band:
-        rows.append((f"  width, age {key}", [f"{m.width_by_band.get(key, (0, float('nan')))[1]:.1f}"
-                                             for m in results.values()]))
+    def share(cells: dict, cis: dict, key: str) -> str:
+        n, p = cells.get(key, (0, float("nan")))
+        lo, hi = cis.get(key, (float("nan"), float("nan")))
+        return f"{p:.1%} ({lo:.0%}-{hi:.0%})"
+
+    rows.append(("80% interval covers (95% CI)", [f"{m.coverage:.1%} ({m.coverage_ci[0]:.0%}-{m.coverage_ci[1]:.0%})"
+                                                  for m in results.values()]))
+    for title, cov, ci in (("true", "coverage_by_band", "coverage_ci_by_band"),
+                           ("predicted", "coverage_by_predicted", "coverage_ci_by_predicted")):
+        for key in getattr(first, cov):
+            rows.append((f"  covers, {title} age {key}", [share(getattr(m, cov), getattr(m, ci), key)
+                                                          for m in results.values()]))
+    rows.append(("interval width, median / mean", [f"{m.median_width:.1f} / {m.mean_width:.1f}"
+                                                   for m in results.values()]))
+    for title, attr in (("true", "width_by_band"), ("predicted", "width_by_predicted")):
+        for key in getattr(first, attr):
+            rows.append((f"  mean width, {title} age {key}",
+                         [f"{getattr(m, attr).get(key, (0, float('nan')))[1]:.1f}" for m in results.values()]))
+    for name in first.degraded:
+        rows.append((f"{name}: MAE / covers (95% CI) / median width",
+                     [_degraded_cell(m.degraded.get(name)) for m in results.values()]))
+        for key in first.degraded[name]["coverage_by_band"]:
+            rows.append((f"  {name} covers, true age {key}",
+                         [share(m.degraded[name]["coverage_by_band"], m.degraded[name]["coverage_ci_by_band"], key)
+                          if name in m.degraded else "" for m in results.values()]))
     for key in first.extra:
         rows.append((key, [f"{m.extra.get(key, float('nan')):.1f}" for m in results.values()]))
     w0 = max(len(r[0]) for r in rows)
@@ -158,7 +222,9 @@ def format_table(results: dict[str, Metrics]) -> str:
 
 
 def run(folders: list[Path], weights: list[Path], split: str = "val", workers: int = 2,
-        coverage: float = 0.8, json_out: Path | None = None) -> dict[str, Metrics]:
+        coverage: float = 0.8, json_out: Path | None = None, degradations: tuple[str, ...] = ()) -> dict[str, Metrics]:
+    """`degradations`: also evaluate on degraded copies of the photos (`ml.training.degrade`), each through
+    the whole pipeline again."""
     samples, skipped = scan(folders)
     if split != "all":
         samples = load_split(samples, folders).of(samples, split)
@@ -166,6 +232,7 @@ def run(folders: list[Path], weights: list[Path], split: str = "val", workers: i
     t = time.perf_counter()
     chips = extract(samples, workers=workers, desc="detect + align")
     pipeline_s = time.perf_counter() - t
+    copies = {d: extract(samples, workers=workers, desc=f"detect + align ({d})", degradation=d) for d in degradations}
     results = {}
     for w in weights:
         model = load_model(w)
@@ -173,6 +240,7 @@ def run(folders: list[Path], weights: list[Path], split: str = "val", workers: i
         m = evaluate_model(model, chips, coverage)
         model_s = time.perf_counter() - t
         m.extra["images per second"] = len(samples) / (pipeline_s + model_s)
+        m.degraded = {d: degraded_figures(evaluate_model(model, c, coverage)) for d, c in copies.items()}
         name = model.version
         if name in results or any(Path(x).stem == Path(w).stem and x != w for x in weights):
             name = f"{model.version} ({w.suffix.lstrip('.')})"  # the same model in both formats

@@ -19,7 +19,7 @@ from pathlib import Path
 from ml.paths import SPLIT_FILE
 from ml.training.agemodel import AgeModel, read_metadata, save_age_model
 from ml.training.chips import ChipSet
-from ml.training.train import TrainConfig, calibrate, load_data, train
+from ml.training.train import TrainConfig, calibrate, load_data, train, validation_copies
 
 
 @dataclass
@@ -67,7 +67,8 @@ def finetune(cfg: FinetuneConfig, data: tuple[ChipSet, ChipSet] | None = None) -
         print(f"member {i + 1} of {members}: {len(train_set)} training faces, {cfg.epochs} epoch(s)")
         nets.append(train(member_config(cfg, i), data=(train_set, val)).net)
     model = AgeModel(nets=nets, version=cfg.version)
-    calib = calibrate(model, val)  # the average of the members, as served
+    # the average of the members, as served; its interval on validation and degraded copies of it
+    calib = calibrate(model, val, copies=validation_copies(member_config(cfg, 0)))
     weights = cfg.out / "model.safetensors"
     save_age_model(weights, model, half=members > 1,  # as `ml ensemble` stores ensembles
                    extra={"fine_tuned_from": cfg.init.name,

@@ -29,11 +29,14 @@ from tqdm import tqdm
 
 from ml.bands import band_names, band_of
 from ml.paths import IMPORTED_AGE_WEIGHTS, SPLIT_FILE
+from ml.serving import quality
+from ml.training import conformal
 from ml.training.agemodel import AgeModel, load_age_model, save_age_model, summarise
 from ml.training.agenet import AgeNet
 from ml.training.augment import Augmentation, augment
 from ml.training.chips import MARGIN, ChipSet, cached_training_chips
 from ml.training.data import load_split, scan
+from ml.training.degrade import DEGRADATIONS
 from ml.training.evaluate import evaluate_model
 from ml.training.vgg import VGGRegressor
 
@@ -211,11 +214,49 @@ def _coverage(probs: torch.Tensor, ages_of_classes: torch.Tensor, ages: np.ndarr
     return float(np.mean([(e.low <= a <= e.high) for e, a in zip(est, ages, strict=True)]))
 
 
-def calibrate(model: AgeModel, val: ChipSet, coverage: float = 0.8) -> dict[str, float]:
+def interval_faces(model: AgeModel, sets: dict[str, ChipSet]) -> conformal.Faces:
+    """The model's uncalibrated age and spread on each set of chips (`conformal.SHARP` for the
+    validation chips, a degradation's name for its copies), with their quality measures."""
+    saved, model.interval = model.interval, None
+    try:
+        parts = []
+        for kind, chips in sets.items():
+            faces = chips.centre(64)
+            est = [e for i in range(0, len(faces), 512) for e in model.estimate(faces[i : i + 512])]
+            face_px = chips.face_px if chips.face_px is not None else np.full(len(chips), np.nan)
+            parts.append((np.array([e.age for e in est]), np.array([e.spread for e in est]),
+                          quality.sharpness(faces), face_px, chips.ages.astype(np.float64),
+                          np.full(len(chips), kind, dtype=object)))
+    finally:
+        model.interval = saved
+    return conformal.Faces(*(np.concatenate([p[i] for p in parts]) for i in range(6)))
+
+
+def calibrate_interval(model: AgeModel, val: ChipSet, copies: dict[str, ChipSet] | None = None,
+                       coverage: float = 0.8) -> dict[str, float]:
+    """Fit the calibrated interval (`ml.training.conformal`) on the validation chips and degraded copies of
+    them, and store it in the model (its metadata). Returns the fitted figures on those chips."""
+    if model.arch != "resnet10" or len(val) == 0:
+        return {}
+    sets = {conformal.SHARP: val, **{k: v for k, v in (copies or {}).items() if len(v)}}
+    faces = interval_faces(model, sets)
+    fitted_on = ", ".join(f"{k} {len(v)}" for k, v in sets.items())
+    model.interval = conformal.fit(faces, coverage, fitted_on=f"validation faces: {fitted_on}")
+    low, high = model.interval.bounds(faces.age, faces.spread, faces.sharpness, faces.face_px)
+    covered = (faces.true_age >= low) & (faces.true_age <= high)
+    sharp = faces.kind == conformal.SHARP
+    return {"interval_coverage_sharp": float(covered[sharp].mean()),
+            "interval_median_width_sharp": float(np.median((high - low)[sharp]))}
+
+
+def calibrate(model: AgeModel, val: ChipSet, coverage: float = 0.8,
+              copies: dict[str, ChipSet] | None = None) -> dict[str, float]:
     """On the validation split: mirror averaging if it lowers MAE; for resnet10 the temperature of
     the point estimate with the lowest MAE (from a grid), then by bisection the interval's
-    temperature for which it covers `coverage` of the true ages; for a regressor, its residual
-    percentiles. The networks run once per mirror setting; temperatures only re-read their output."""
+    temperature for which it covers `coverage` of the true ages, then the calibrated interval on
+    the validation chips and their degraded `copies` (`calibrate_interval`); for a regressor, its
+    residual percentiles. The networks run once per mirror setting; temperatures only re-read their
+    output."""
     faces = val.centre(64)
     ages = val.ages.astype(np.float64)
     n = len(faces)
@@ -245,9 +286,10 @@ def calibrate(model: AgeModel, val: ChipSet, coverage: float = 0.8) -> dict[str,
         covered = _coverage(model._average(outputs[model.mirror], n, mid), class_ages, ages, coverage)
         lo, hi = (mid, hi) if covered < coverage else (lo, mid)
     model.temperature = math.sqrt(lo * hi)
+    interval = calibrate_interval(model, val, copies, coverage)
     return {"val_mae_plain": mae[False, 1.0], "val_mae_mirrored": mae[True, 1.0], "mirror": float(model.mirror),
             "point_temperature": model.point_temperature, "temperature": model.temperature,
-            "val_mae_calibrated": mae[model.mirror, model.point_temperature]}
+            "val_mae_calibrated": mae[model.mirror, model.point_temperature], **interval}
 
 
 def plots(run: Path, history: list[dict], model: AgeModel, val: ChipSet) -> None:
@@ -308,6 +350,16 @@ def load_data(cfg: TrainConfig) -> tuple[ChipSet, ChipSet]:
           f"({len(train.missed)} without a detected face, left out), validation {len(val)} "
           f"({len(val.missed)} without a face)")
     return train, val
+
+
+def validation_copies(cfg: TrainConfig) -> dict[str, ChipSet]:
+    """Chips of degraded copies (`ml.training.degrade`) of the validation photos, cached beside the training
+    chips: what the calibrated interval is fitted on besides the validation chips themselves."""
+    folders = [Path(d) for d in cfg.data]
+    samples, _ = scan(folders)
+    split = load_split(samples, folders, split_file=Path(cfg.split_file) if cfg.split_file else None)
+    val_s = split.of(samples, "val")
+    return {d: cached_training_chips(val_s, Path(cfg.cache), cfg.workers, degradation=d) for d in DEGRADATIONS}
 
 
 def train(cfg: TrainConfig, resume: bool = False, data: tuple[ChipSet, ChipSet] | None = None) -> AgeModel:
@@ -404,7 +456,9 @@ def train(cfg: TrainConfig, resume: bool = False, data: tuple[ChipSet, ChipSet] 
     model = load_age_model(run / "best.safetensors", fold=False)
     model.net.to(device)
     model.version = version
-    calib = calibrate(model, val)
+    # degraded copies of the validation photos only when this run found its own data (a member of a
+    # fine-tuned ensemble is calibrated again as part of the ensemble, with them)
+    calib = calibrate(model, val, copies=validation_copies(cfg) if data is None else None)
     save_age_model(run / "model.safetensors", model,
                    extra={"trained": json.dumps({"data": cfg.data, "epochs": cfg.epochs, "best_val_mae": best})})
     final = evaluate_model(model, val)

@@ -118,6 +118,18 @@ async def test_get_model_is_public_and_describes_the_active_version(client):
     assert validation["coverage"] == pytest.approx(expected["coverage"])
     assert [b["band"] for b in validation["by_band"]] == BANDS  # in age order
     assert [b["mae"] for b in validation["by_band"]] == pytest.approx([expected["by_band"][b][1] for b in BANDS])
+    # the interval's coverage by true and by predicted age band, with Wilson intervals, and on degraded copies
+    for b in validation["by_band"]:
+        low, high = b["coverage_ci"]
+        assert low <= b["coverage"] <= high
+        assert b["coverage"] == pytest.approx(expected["coverage_by_band"][b["band"]][1])
+    predicted = validation["coverage_by_predicted_band"]
+    assert [b["band"] for b in predicted] == BANDS and sum(b["faces"] for b in predicted) == expected["n"]
+    assert validation["median_width"] == pytest.approx(expected["median_width"])
+    degraded = {d["degradation"]: d for d in validation["degraded"]}
+    assert set(degraded) == {"px40", "blur2", "gray", "jpeg15"}
+    assert [b["band"] for b in degraded["px40"]["coverage_by_band"]] == BANDS
+    assert degraded["blur2"]["coverage"] == pytest.approx(expected["degraded"]["blur2"]["coverage"])
     assert body["evaluation"]["held_out_submissions"] is None
     history = body["history"]
     assert {h["version"] for h in history} >= {p.stem for p in SHIPPED_FILES}
@@ -132,8 +144,8 @@ async def test_get_model_shows_a_retrained_version_with_its_held_out_figures(cli
     assert body["version"] == "retrain-test" and body["created_by"] == "retrain"
     assert body["trained_on"] == {"data": ["utkface"], "submissions": 3, "newest_submission": "2026-12-06T01:00:00Z"}
     assert body["evaluation"]["validation"]["by_band"] == [
-        {"band": "0-12", "faces": 6, "mae": 2.0, "coverage": 0.833},
-        {"band": "80+", "faces": 4, "mae": 9.0, "coverage": 0.5}]  # in age order, with coverage by band
+        {"band": "0-12", "faces": 6, "mae": 2.0, "coverage": 0.833, "coverage_ci": None},
+        {"band": "80+", "faces": 4, "mae": 9.0, "coverage": 0.5, "coverage_ci": None}]  # in age order; no CI stored
     assert body["evaluation"]["held_out_submissions"] is None  # its MAE was not a number
     assert "submission_ids" not in response_text(body)  # public: counts, never which submissions
 

@@ -8,6 +8,7 @@ candidate can learn; each test says how its data makes the rule, not luck, decid
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import uuid
@@ -141,6 +142,11 @@ async def test_a_candidate_that_learns_what_the_active_model_gets_wrong_is_promo
     served = registry.weights_file(row)
     assert registry.file_sha256(served) == row.sha256 and read_metadata(served)["version"] == row.version
     assert served.with_suffix(".safetensors").is_file()
+    # its own calibrated interval, fitted on this run's validation faces and degraded copies of them
+    interval = json.loads(read_metadata(served)["interval_calibration"])
+    shipped = json.loads(read_metadata(registry.weights_file(await registry.get(session, SHIPPED_VERSION)))[
+        "interval_calibration"])
+    assert interval["fitted_on"].startswith("validation faces: sharp 3, ") and interval != shipped
     assert "age 60-79" in outcome.table and "held-out n" in outcome.table
     for made in ("comparison.png", "summary.txt", "summary.json", "split.csv", "member0/learning_curve.png",
                  "member2/mae_by_band.png"):

@@ -1,8 +1,9 @@
 """Save the README's picture of a result page: `python -m tests.browser.screenshot [--out FILE]`.
 
 The app as `make run` serves it (an embedded Postgres in a scratch folder, migrated first), Debian's
-chromium through Playwright (the README's picture is 760 px wide, in 256 colours), the
-public-domain astronaut photo sent without consent (nothing stored).
+chromium through Playwright (the README's picture is 1024 px wide, in 256 colours), a crowded photo
+(the public-domain and CC0 fixture faces tiled eight to a picture, see crowd.py) sent without
+consent (nothing stored), the pointer on the third face's entry.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
-from tests.browser.server import CHROMIUM_PATH, FIXTURES, ROOT, serve
+from tests.browser.crowd import crowd
+from tests.browser.server import CHROMIUM_PATH, ROOT, serve
 
 OUT = ROOT / "docs" / "img" / "result.png"
 
@@ -34,15 +36,18 @@ def main() -> None:
             browser = playwright.chromium.launch(
                 executable_path=CHROMIUM_PATH, args=["--no-sandbox", "--disable-gpu", "--no-first-run"]
             )
-            page = browser.new_page(viewport={"width": 760, "height": 900})
+            page = browser.new_page(viewport={"width": 1024, "height": 800})
             page.goto(url + "/")
             expect(page.locator("html[data-ready]")).to_be_attached()
             page.get_by_label("Your age").fill("45")
             page.get_by_label("First name").fill("Eileen")
-            page.locator("#photo").set_input_files(FIXTURES / "astronaut.png")
-            page.get_by_role("button", name="Estimate my age").click()
-            expect(page.locator("[data-result-figure] [data-face-box]")).to_have_count(1)
+            photo = {"name": "crowd.jpg", "mimeType": "image/jpeg", "buffer": crowd(4, 2, 150, 4)}
+            page.locator("#photo").set_input_files(photo)
+            page.get_by_role("button", name="Estimate my age", exact=True).click()
+            expect(page.locator("[data-face-list] li")).to_have_count(8)
             page.locator(":focus").evaluate("element => element.blur()")
+            page.locator("[data-face-list] li").nth(2).hover()
+            page.wait_for_timeout(300)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=args.out, full_page=True)
             browser.close()

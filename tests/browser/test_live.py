@@ -83,7 +83,7 @@ def test_nothing_runs_before_start_then_faces_are_boxed_with_ages_at_a_frame_rat
     box = page.locator("[data-live-overlay] .face-box")
     expect(box).to_have_count(1, timeout=30_000)
     expect(page.get_by_role("button", name="Stop the camera")).to_be_focused()
-    expect(box.locator(".face-label")).to_have_text(LABEL)
+    expect(box.locator(".live-label")).to_have_text(LABEL)
 
     # The box is over her face: the top middle of the picture.
     video = page.locator("[data-live-video]").bounding_box()

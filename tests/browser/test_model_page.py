@@ -78,7 +78,9 @@ def test_nav_opens_the_model_page_with_the_served_models_figures(
 
     # The version named is the one that answers photos now.
     assert model["version"] == answering_version(live_server)
-    expect(page.locator("[data-model-version]")).to_have_text(model["version"])
+    # Named in plain words, with the technical name beside it.
+    expect(page.locator("[data-model-version] .version")).to_have_text(model["version"])
+    expect(page.locator("[data-model-version] .plain-name")).not_to_be_empty()
 
     # One bar per age band, in the served order, each labelled with the served MAE, and as tall as
     # its MAE says (the tallest bar fills the plot).
@@ -87,6 +89,11 @@ def test_nav_opens_the_model_page_with_the_served_models_figures(
     assert len(served) >= 2
     chart = page.get_by_role("img", name=re.compile("^Average error by age band"))
     expect(chart).to_be_visible()
+    # A value axis in years: round ticks from 0, the top one at or above the tallest bar.
+    ticks = [float(t) for t in page.locator("[data-model-chart] .tick").all_text_contents()]
+    assert ticks[0] == 0 and ticks == sorted(ticks) and len(ticks) >= 3
+    assert ticks[-1] >= max(mae for _, mae in bands(model["evaluation"]["validation"]) if mae is not None)
+    expect(page.locator("[data-model-chart] .axis-name")).to_have_text("years")
     bars = chart.locator("[data-bar]")
     expect(bars).to_have_count(len(served))
     heights = {}
@@ -118,7 +125,7 @@ def test_nav_opens_the_model_page_with_the_served_models_figures(
     # The interval's coverage, in words.
     tenths, percent = round(validation["coverage"] * 10), round(validation["coverage"] * 100)
     expect(page.locator("[data-model-coverage-words]")).to_contain_text(
-        re.compile(rf"The range we give contains the true age for (about )?{tenths} in 10 people \({percent}%\)")
+        re.compile(rf"The likely range we give contains the true age for (about )?{tenths} in 10 people \({percent}%\)")
     )
 
     # What it learned from.
@@ -129,17 +136,25 @@ def test_nav_opens_the_model_page_with_the_served_models_figures(
     # The history lists every version, newest first, the answering one marked as such.
     history = page.get_by_role("table", name="Model versions, newest first").locator("tbody tr")
     expect(history).to_have_count(len(model["history"]))
-    expect(history.locator("th")).to_have_text([entry["version"] for entry in model["history"]])
+    expect(history.locator("th .version")).to_have_text([entry["version"] for entry in model["history"]])
     active = page.locator('[data-model-history] tr[data-state="active"]')
     expect(active).to_have_count(1)
-    expect(active.get_by_role("rowheader")).to_have_text(model["version"])
+    expect(active.get_by_role("rowheader")).to_contain_text(model["version"])
     expect(active).to_contain_text("Answering now")
+    # Coverage by age band, when the bands carry it, as a second chart beside the first.
+    by_band = validation["by_band"] if isinstance(validation["by_band"], list) else []
+    with_coverage = any(entry.get("coverage") is not None for entry in by_band)
+    coverage_chart = page.get_by_role("img", name=re.compile("^How often the likely range holds the true age"))
+    expect(coverage_chart).to_have_count(1 if with_coverage else 0)
 
     page.screenshot(path=Path(output_path) / "model.png", full_page=True)
-    # Down to a 320 px phone nothing sticks out sideways (wide tables scroll in their own box).
-    page.set_viewport_size({"width": 320, "height": 640})
-    expect(bars).to_have_count(len(served))
-    assert page.evaluate("document.documentElement.scrollWidth") <= 320
+    # On phones nothing sticks out sideways: the tables are read row by row, nothing cut at the edge.
+    for width in (390, 320):
+        page.set_viewport_size({"width": width, "height": 740})
+        expect(bars).to_have_count(len(served))
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        for wrap in page.locator(".table-wrap").all():
+            assert wrap.evaluate("node => node.scrollWidth <= node.clientWidth + 1"), "a table is cut at the edge"
     page.screenshot(path=Path(output_path) / "model-320px.png", full_page=True)
     assert page.evaluate("window.cspViolations") == []
 
@@ -159,15 +174,17 @@ def test_model_page_shows_the_version_an_administrator_activates_and_the_rollbac
 
         model = open_model_page(page, live_server)
         assert model["version"] == other
-        expect(page.locator("[data-model-version]")).to_have_text(other)
+        expect(page.locator("[data-model-version] .version")).to_have_text(other)
         active = page.locator('[data-model-history] tr[data-state="active"]')
-        expect(active.get_by_role("rowheader")).to_have_text(other)
+        expect(active.get_by_role("rowheader")).to_contain_text(other)
         retired = page.locator(f'[data-model-history] tr[data-version="{first}"]')
         expect(retired).to_have_attribute("data-state", "retired")
         expect(retired).to_contain_text("Used before, retired")
         expect(retired).to_contain_text(f"replaced by {other}")
         served = bands(model["evaluation"]["validation"])
-        expect(page.locator("[data-bar] .value")).to_have_text([f"{mae:.1f}" for _, mae in served if mae is not None])
+        expect(page.locator("[data-model-chart] [data-bar] .value")).to_have_text(
+            [f"{mae:.1f}" for _, mae in served if mae is not None]
+        )
     finally:
         # Roll back, so that the other tests see the model they started with.
         assert live_server.admin_post(f"/models/{first}/activate").status_code == 200
@@ -177,7 +194,7 @@ def test_model_page_shows_the_version_an_administrator_activates_and_the_rollbac
     with page.expect_response(lambda r: r.url.endswith("/model")):
         page.get_by_role("navigation", name="Main").get_by_role("link", name="Home").click()
         page.get_by_role("navigation", name="Main").get_by_role("link", name="Model").click()
-    expect(page.locator("[data-model-version]")).to_have_text(first)
+    expect(page.locator("[data-model-version] .version")).to_have_text(first)
 
 
 def test_model_page_is_reached_and_read_with_the_keyboard(page: Page, live_server: LiveServer) -> None:
@@ -221,7 +238,7 @@ def test_model_page_says_so_when_the_description_cannot_be_loaded(
     with page.expect_response(lambda r: r.url.endswith("/model")) as info:
         page.get_by_role("button", name="Try again").click()
     assert info.value.status == 200
-    expect(page.locator("[data-model-version]")).to_have_text(info.value.json()["version"])
+    expect(page.locator("[data-model-version] .version")).to_have_text(info.value.json()["version"])
     expect(alert).to_be_hidden()
     # The rest of the page still works.
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Home").click()

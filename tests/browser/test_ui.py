@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -23,9 +24,9 @@ EXAMPLE_ASTRONAUT = Path(__file__).parents[2] / "frontend" / "examples" / "astro
 API_PATHS = re.compile(r"^/(predict|detect|submissions)(/|$)")
 
 
-def number(text: str) -> float:
-    """The number in a label such as "41.6", "−3.4" (a minus sign), "+2.0" or "±0.0"."""
-    return float(text.strip().replace("−", "-").replace("±", "").replace("+", ""))
+def number(text: str) -> int:
+    """The whole number in a label such as "42", "−3" (a minus sign), "+2" or "±0"."""
+    return int(text.strip().replace("−", "-").replace("±", "").replace("+", ""))
 
 
 def api_requests(page: Page) -> list[str]:
@@ -79,8 +80,9 @@ def test_form_shows_age_true_age_and_error_without_storing(
     predicted = number(page.locator("[data-predicted]").inner_text())
     assert 25 <= predicted <= 60
     expect(page.locator("[data-true-age]")).to_have_text("45")
-    assert number(page.locator("[data-error]").inner_text()) == pytest.approx(predicted - 45, abs=0.051)
-    expect(boxes.first).to_contain_text(f"{predicted:.1f}")
+    assert number(page.locator("[data-error]").inner_text()) == predicted - 45
+    label = page.locator("[data-result-figure] [data-face-label]")
+    expect(label).to_have_text(re.compile(rf"^{predicted} \(\d+–\d+\)$"))
     # Nothing stored: only /predict was called, and there is nothing to delete.
     assert requests == ["POST /predict"]
     expect(page.get_by_role("button", name="Delete my data")).to_have_count(0)
@@ -93,15 +95,16 @@ def test_consent_stores_the_submission_and_delete_my_data_removes_it(
     open_home(page, live_server)
     fill_form(page, age="45", name="Eileen", consent=True)
     with page.expect_response(lambda r: r.url.endswith("/submissions") and r.request.method == "POST") as info:
-        page.get_by_role("button", name="Estimate my age").click()
+        page.get_by_role("button", name="Estimate my age and store it").click()
     assert info.value.status == 201
     submission_id = info.value.json()["id"]
+    token = info.value.json()["deletion_token"]
 
     expect(page.get_by_role("heading", level=1, name="Your result")).to_be_visible()
     expect(page.locator("[data-result-figure] [data-face-box]")).to_have_count(1)
     expect(page.get_by_role("heading", name="Your data is stored")).to_be_visible()
-    command = page.locator("[data-delete-command]").input_value()
-    assert submission_id in command and "X-Deletion-Token" in command
+    # The key is shown open: the submission's id and its deletion token.
+    expect(page.get_by_role("textbox", name="Your key", exact=True)).to_have_value(f"{submission_id}.{token}")
 
     stored = live_server.admin_get(f"/submissions/{submission_id}")
     assert stored.status_code == 200
@@ -109,8 +112,10 @@ def test_consent_stores_the_submission_and_delete_my_data_removes_it(
     assert stored.json()["true_age"] == 45
     page.screenshot(path=Path(output_path) / "result-stored.png", full_page=True)
 
+    page.get_by_role("button", name="Delete my data").click()
+    assert live_server.admin_get(f"/submissions/{submission_id}").status_code == 200  # asked first
     with page.expect_response(lambda r: f"/submissions/{submission_id}" in r.url) as deleted:
-        page.get_by_role("button", name="Delete my data").click()
+        page.get_by_role("button", name="Yes, delete my data").click()
     assert deleted.value.status == 204
     expect(page.get_by_role("heading", name="Your data was deleted")).to_be_focused()
     expect(page.get_by_role("button", name="Delete my data")).to_have_count(0)
@@ -145,10 +150,13 @@ def test_see_what_is_stored_and_save_the_key_as_a_text_file(
     as_admin = live_server.admin_get(f"/submissions/{submission_id}").json()
     expect(view.locator('[data-stored-field="first_name"]')).to_have_text("Eileen")
     expect(view.locator('[data-stored-field="true_age"]')).to_have_text("45 years")
-    expect(view.locator('[data-stored-field="predicted_age"]')).to_have_text(f"{as_admin['predicted_age']:.1f} years")
+    shown_age = math.floor(as_admin["predicted_age"] + 0.5)  # whole years, halves up as the page rounds
+    expect(view.locator('[data-stored-field="predicted_age"]')).to_have_text(f"about {shown_age} years")
     expect(view.locator('[data-stored-field="model_version"]')).to_have_text(as_admin["model_version"])
     expect(view.locator('[data-stored-field="id"]')).to_have_text(submission_id)
-    expect(view.locator('[data-stored-field="image"]')).to_contain_text("image/jpeg, 512 × 512 pixels")
+    expect(view.locator('[data-stored-field="image"]')).to_have_text(
+        "a JPEG of 512 × 512 pixels, without the file's metadata (you sent astronaut.png)"
+    )
     photo = view.get_by_role("img", name="Your photo as it is stored")
     expect(photo).to_have_attribute("src", re.compile("^blob:"))
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=photo.element_handle())
@@ -162,13 +170,13 @@ def test_see_what_is_stored_and_save_the_key_as_a_text_file(
         assert headers["x-deletion-token"] == token and "authorization" not in headers
     page.screenshot(path=Path(output_path) / "result-what-is-stored.png", full_page=True)
 
-    page.get_by_text("Keep your key").click()
     with page.expect_download() as download_info:
         page.get_by_role("button", name="Save the key as a text file").click()
     download = download_info.value
     assert download.suggested_filename == f"whatsmyage-key-{submission_id[:8]}.txt"
     key_file = Path(download.path()).read_text()
-    assert f"Key:        {token}" in key_file and f"Submission: {submission_id}" in key_file
+    assert f"Key:        {submission_id}.{token}" in key_file and f"Submission:     {submission_id}" in key_file
+    assert f"{live_server.url}/#/my-data" in key_file
     assert len(key_file) < 1500 and "Eileen" not in key_file
     # The commands in the file work as written: the key reads the submission.
     read = re.search(r'curl -H "X-Deletion-Token: (\S+)" (\S+)\n', key_file)
@@ -178,8 +186,9 @@ def test_see_what_is_stored_and_save_the_key_as_a_text_file(
 
     page.get_by_role("button", name="Hide what is stored").click()
     expect(view).to_be_hidden()
+    page.get_by_role("button", name="Delete my data").click()
     with page.expect_response(lambda r: r.request.method == "DELETE") as deleted:
-        page.get_by_role("button", name="Delete my data").click()
+        page.get_by_role("button", name="Yes, delete my data").click()
     assert deleted.value.status == 204
     expect(page.get_by_role("heading", name="Your data was deleted")).to_be_focused()
     expect(page.get_by_role("button", name="See what is stored")).to_have_count(0)
@@ -258,12 +267,12 @@ def test_server_refusal_is_shown_next_to_the_field_it_names(
     page.locator("#photo").set_input_files({"name": "fake.png", "mimeType": "image/png", "buffer": b"not an image"})
     with page.expect_response(lambda r: r.url.endswith("/predict")) as info:
         page.get_by_role("button", name="Estimate my age").click()
-    problem = info.value.json()
     assert info.value.status == 415
     assert info.value.headers["content-type"].startswith("application/problem+json")
 
+    # Next to the photo, in words that say what to do.
     error = page.locator('[data-error-for="image"]')
-    expect(error).to_have_text(problem["detail"])
+    expect(error).to_contain_text("Choose a JPEG, PNG or WebP photo")
     expect(page.get_by_role("button", name="Estimate my age")).to_be_enabled()
     expect(page).to_have_url(re.compile(r"#/$"))
 
@@ -279,7 +288,7 @@ def test_examples_view_draws_live_predictions(page: Page, live_server: LiveServe
 
     astronaut = page.locator('[data-example="astronaut"]')
     expect(astronaut.locator("[data-face-box]")).to_have_count(1)
-    expect(astronaut.locator("[data-face-box]")).to_contain_text(re.compile(r"\d+\.\d \(\d+–\d+\)"))
+    expect(astronaut.locator("[data-face-label]")).to_have_text(re.compile(r"^\d+ \(\d+–\d+\)$"))
     expect(astronaut.locator("[data-example-faces] li")).to_have_count(1)
     expect(page.locator('[data-example="cameraman"] [data-face-box]')).to_have_count(1)
     coffee = page.locator('[data-example="coffee"]')
@@ -363,8 +372,8 @@ def test_page_assets_are_served_by_the_app(live_server: LiveServer) -> None:
         page = client.get("/")
         assert page.status_code == 200
         assert "<title>whatsmyage</title>" in page.text
-        for path in ("/styles.css", "/js/app.js", "/js/api.js", "/js/model.js", "/js/chart.js", "/favicon.svg",
-                     "/examples/astronaut.jpg"):
+        for path in ("/styles.css", "/js/app.js", "/js/api.js", "/js/model.js", "/js/chart.js", "/js/mydata.js",
+                     "/favicon.svg", "/examples/astronaut.jpg"):
             assert client.get(path).status_code == 200, path
 
 
