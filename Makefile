@@ -99,4 +99,7 @@ bench-load: install ## 100 uploads at once, good and bad, against a served app: 
 bench-attacks: install ## token guessing and leak checks against a served app: what each attack got
 	$(PY) -m bench.attacks
 
-.PHONY: help install run migrate purge test image-test lint fmt bench bench-http bench-load bench-attacks bench-detection detection-set train evaluate retrain chromium backup export
+bench-live: install ## live mode: answers a second and frame delay for 1, 2 and 4 WebSocket clients, CPU a frame
+	$(PY) -m bench.live
+
+.PHONY: help install run migrate purge test image-test lint fmt bench bench-http bench-load bench-attacks bench-live bench-detection detection-set train evaluate retrain chromium backup export

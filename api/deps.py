@@ -97,6 +97,24 @@ class Slots:
         return result  # type: ignore[return-value]  # work() returns None only when given up
 
 
+class LiveSlots:
+    """Live streams of this worker: a slot each, taken when one opens and given back when it ends. Used on
+    the event loop only; none free: the new stream is refused (closed 1013), never queued."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.taken = 0
+
+    def take(self) -> bool:
+        if self.taken >= self.size:
+            return False
+        self.taken += 1
+        return True
+
+    def give_back(self) -> None:
+        self.taken -= 1
+
+
 class State(TypedDict):
     """What the lifespan yields; Starlette hands a copy to every request as `request.state`."""
 
@@ -104,6 +122,7 @@ class State(TypedDict):
     sessionmaker: async_sessionmaker[AsyncSession]
     predictor: Predictor
     slots: Slots
+    live_slots: LiveSlots
     metrics: Metrics
     database: Database
     auth_throttle: FailedAuthentications

@@ -17,14 +17,14 @@ from starlette.formparsers import MultiPartParser
 from api.core.errors import add_problem_schema, install_error_handlers
 from api.core.metrics import Metrics
 from api.core.settings import Settings
-from api.deps import Slots, State
+from api.deps import LiveSlots, Slots, State
 from api.http.body_limits import BodySizeLimit, MultipartGuard
 from api.http.docs_page import add_docs
 from api.http.observe import RequestObserver
 from api.http.request_rate_limit import RateLimit
 from api.learning.swap import ModelFollower
 from api.privacy import retention
-from api.routes import audit, detect, health, metrics, model_registry, predict, submissions
+from api.routes import audit, detect, health, live, metrics, model_registry, predict, submissions
 from api.security.failed_auth_throttle import FailedAuthentications
 from api.security.headers import install_security_headers
 from api.storage.db import create_engine, start_database
@@ -43,6 +43,21 @@ deletes it. Admin reads and every deletion are recorded (`GET /audit`). `GET /mo
 model that answers (its training data and accuracy); admins list every version (`GET /models`) and
 choose the one served (`POST /models/{version}/activate`). Every error is `application/problem+json`
 with a stable `code`.
+
+### Live stream: WebSocket `/live` (not listed below: OpenAPI has no WebSockets)
+
+Faces and ages of a camera's frames, with an id per face that stays while the face stays in view.
+Open `ws://<host>/live` (`wss://` behind HTTPS); the server sends
+`{"type": "hello", "model_version", "limits": {"max_frame_bytes", "frames_per_second", "idle_seconds"}}`.
+Send each frame as a binary message holding a JPEG (about 480 px wide), and wait for its answer:
+`{"type": "faces", "frame", "model_version", "image": {"width", "height"}, "faces": [{"id", "box",
+"score", "age", "frame_age", "age_interval", "steady"}], "server_ms"}`. `age` is smoothed over the
+recent frames, `frame_age` is this frame's estimate, `age_interval` this frame's calibrated interval
+as `/predict` gives it. A frame that cannot be read is answered `{"type": "error", "frame", "code",
+"detail"}` (the codes of `/predict`) and the stream goes on. Limits close the stream with a code and a
+reason: 1009 a frame too large, 1008 too many frames a second (or a page of another origin), 1013
+every live slot taken (try again later), 4408 idle. Frames are never stored or logged. The whole
+protocol: `docs/api.md` ("Live stream"); the page's Live view (`/#/live`) uses it.
 """
 
 
@@ -96,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 sessionmaker=sessionmaker,
                 predictor=predictor,
                 slots=Slots(settings.concurrency_slots, settings.slot_wait_seconds, settings.request_timeout_seconds),
+                live_slots=LiveSlots(settings.live_connections),
                 metrics=app_metrics,
                 database=database,
                 auth_throttle=FailedAuthentications(app_metrics, limit=settings.auth_failures_per_minute),
@@ -121,7 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # log line and metrics.
     app.add_middleware(RequestObserver, metrics=app_metrics)
 
-    for module in (detect, predict, submissions, audit, model_registry, health, metrics):
+    for module in (detect, predict, live, submissions, audit, model_registry, health, metrics):
         app.include_router(module.router)
     if settings.frontend_dir.is_dir():  # the UI, same origin; API routes take precedence
         app.frontend("/", directory=settings.frontend_dir, fallback=None)

@@ -172,3 +172,17 @@ def test_yunet_finds_the_same_faces_whatever_its_arena_does():
     assert len(results) == 1 and len(next(iter(results))) == 2
     with pytest.raises(ValueError, match="memory"):
         YuNet(memory="none")
+
+
+def test_a_video_frame_of_a_portrait_gets_yunets_face_alone_and_the_same_box(detector):
+    """A live frame whose portrait YuNet settled at 320 px skips the full-range pass; the face is the one
+    a photo gets (YuNet's box outranks the full-range model's in the merge), so the two modes agree."""
+    frame = np.asarray(Image.open(FIXTURES / "astronaut.png").convert("RGB").crop((0, 0, 512, 384)).resize((480, 360)))
+    assert detector.detect(frame, video=True) == detector.detect(frame)
+    assert len(detector.detect(frame, video=True)) == 1
+
+
+def test_a_video_frame_that_is_no_portrait_gets_the_whole_search(detector):
+    group = np.asarray(small_group_photo())
+    assert detector.detect(group, video=True) == detector.detect(group)
+    assert len(detector.detect(group, video=True)) == len(SPOTS)

@@ -9,6 +9,10 @@
     whatsmyage_submissions_deleted_total{by}                          rows deleted, by "owner", "admin" or "retention"
     whatsmyage_auth_failures_total{kind}                              wrong tokens: "admin", "metrics", "deletion"
     whatsmyage_auth_throttled_total                                   answered 429 auth_rate_limited
+    whatsmyage_live_frames_total{outcome}                             live frames: "answered", "bad_frame", "overloaded"
+    whatsmyage_live_frame_seconds                                     a live frame's time, received to answered
+    whatsmyage_live_streams_open                                      live streams open now
+    whatsmyage_live_streams_total{end}                                streams ended, by why (api/routes/live.py)
 
 `route` is the route's template (`/submissions/{submission_id}`), `unmatched` when no route took the
 request. One `Metrics` per app, each with its own registry.
@@ -26,7 +30,15 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest, multiprocess
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+    multiprocess,
+)
 
 if TYPE_CHECKING:  # not at run time: the supervisor of `--workers N` imports this and loads no model
     from ml import Detection, Prediction
@@ -74,6 +86,17 @@ class Metrics:
         self.auth_throttled = Counter("whatsmyage_auth_throttled",
                                       "Requests answered 429 auth_rate_limited (too many failed authentications).",
                                       registry=registry)
+        self.live_frames = Counter("whatsmyage_live_frames",
+                                   'Live frames received, by outcome: "answered", "bad_frame", "overloaded".',
+                                   ["outcome"], registry=registry)
+        self.live_frame_time = Histogram("whatsmyage_live_frame_seconds",
+                                         "Time from a live frame's arrival to its answer.",
+                                         buckets=LATENCY_BUCKETS, registry=registry)
+        self.live_open = Gauge("whatsmyage_live_streams_open", "Live streams open now.",
+                               multiprocess_mode="livesum", registry=registry)
+        self.live_streams = Counter("whatsmyage_live_streams",
+                                    "Live streams ended, by why: client, idle, frame_too_large, too_many_frames, "
+                                    "no_slot, origin, off.", ["end"], registry=registry)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()

@@ -47,6 +47,16 @@ class Settings(BaseSettings):
     slot_wait_seconds: float = Field(2.0, gt=0, description="Longest wait for a slot before answering 503.")
     request_timeout_seconds: float = Field(
         10.0, gt=0, description="Longest time the work on one photo may take before answering 503.")
+    live_connections: int = Field(
+        4, ge=0, description="Live streams (the `/live` WebSocket) one worker serves at once, a slot each; "
+        "0: live mode off.")
+    live_max_frame_bytes: int = Field(
+        1 * MiB, ge=1, le=16 * MiB, description="Largest frame a live stream may send; larger: the stream is closed.")
+    live_frames_per_second: float = Field(
+        20.0, gt=0, description="Frames a second one live stream may send (a second's worth at once); faster: "
+        "the stream is closed.")
+    live_idle_seconds: float = Field(
+        30.0, gt=0, description="A live stream that sends no frame for this long is closed.")
     rate_limit_per_minute: float = Field(
         60.0, ge=0, description="POST requests per minute per client address (token bucket); 0: no limit.")
     rate_limit_burst: int = Field(20, ge=1, description="POST requests a client address may send at once.")

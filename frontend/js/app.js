@@ -5,6 +5,7 @@
 
 import { startExamples, renderExamples, setupExamples } from "./examples.js";
 import { renderForm, setupForm } from "./form.js";
+import { setupLive, stopLive } from "./live.js";
 import { renderModel, setupModel, startModel } from "./model.js";
 import { renderMyData, setupMyData } from "./mydata.js";
 import { setupPhoto, stopCamera } from "./photo.js";
@@ -35,6 +36,7 @@ function onEnter(view) {
   if (view === "examples") startExamples();
   if (view === "model") startModel();
   if (view !== "home") stopCamera();
+  if (view !== "live") stopLive();
 }
 
 function start() {
@@ -44,6 +46,7 @@ function start() {
   setupForm();
   setupStored();
   setupMyData();
+  setupLive();
   store.addEventListener("change", (event) => render(event.detail.state, event.detail.previous));
   render(store.state, null);
   startRouter(onEnter);

@@ -11,6 +11,7 @@ const ROUTES = {
   "#/examples": { view: "examples", title: "Examples · whatsmyage" },
   "#/model": { view: "model", title: "The model · whatsmyage" },
   "#/my-data": { view: "mydata", title: "My data · whatsmyage" },
+  "#/live": { view: "live", title: "Live camera · whatsmyage" },
 };
 
 function routeOf(hash) {
