@@ -147,7 +147,7 @@ def test_faces_set_aside_are_drawn_dashed_with_the_reason_in_words(page: Page, l
 
 
 def test_a_range_widened_by_a_blurred_photo_says_why_and_a_sharp_one_does_not(
-    page: Page, live_server: LiveServer, blurred_astronaut_png: bytes
+    page: Page, live_server: LiveServer, blurred_astronaut_png: bytes, output_path: str
 ) -> None:
     """The real answers for the astronaut photo blurred (its `range_note`) and sharp (none)."""
     note = page.locator("[data-range-note]")
@@ -161,6 +161,7 @@ def test_a_range_widened_by_a_blurred_photo_says_why_and_a_sharp_one_does_not(
     # next to the range: in the same line of numbers, just under it
     interval_box, note_box = page.locator("[data-interval]").bounding_box(), note.bounding_box()
     assert 0 <= note_box["y"] - (interval_box["y"] + interval_box["height"]) < 8
+    page.screenshot(path=Path(output_path) / "range-note.png", full_page=True)
 
     open_home(page, live_server)
     fill_form(page)
