@@ -57,11 +57,17 @@ class DetectedFace(BaseModel):
 class PredictedFace(DetectedFace):
     age: float = PydanticField(description="Apparent age in years.")
     age_interval: tuple[float, float] = PydanticField(description="Interval likely to hold the age: [low, high].")
+    range_note: str | None = PydanticField(
+        default=None,  # a default, so that a submission answered before it existed can be replayed (Idempotency-Key)
+        description="Why `age_interval` is wider than for a good photo of the same face, in a few plain words "
+                    "(\"the photo is blurred\", \"the face is small\"); null when the photo's quality did not "
+                    "widen it."
+    )
 
     @classmethod
     def of_age(cls, face: ml.FaceAge) -> PredictedFace:
         return cls(**DetectedFace.of(face.face, face.quality).model_dump(), age=face.age,
-                   age_interval=face.age_interval)
+                   age_interval=face.age_interval, range_note=face.range_note)
 
 
 class SetAsideFace(BaseModel):
@@ -89,7 +95,7 @@ _BOX = {"x": 181.2, "y": 86.5, "width": 118.3, "height": 118.3}
 _KEYPOINTS = [{"x": 214.9, "y": 121.3}, {"x": 263.8, "y": 118.7}, {"x": 240.6, "y": 146.0},
               {"x": 241.2, "y": 170.4}, {"x": 189.9, "y": 130.2}, {"x": 293.5, "y": 124.6}]
 _FACE = {"box": _BOX, "score": 0.93, "keypoints": _KEYPOINTS, "quality": 1.0}
-_AGED_FACE = {**_FACE, "age": 41.7, "age_interval": [33.9, 50.2]}
+_AGED_FACE = {**_FACE, "age": 41.7, "age_interval": [33.9, 50.2], "range_note": None}
 _ASIDE = {"box": {"x": 12.0, "y": 20.5, "width": 61.0, "height": 61.0}, "score": 0.71, "reason": "too_blurred",
           "quality": 0.31}
 SET_ASIDE = ("Boxes the detector found that are not faces worth an age (no age is given for them), largest first; "

@@ -12,7 +12,7 @@ import secrets
 import time
 import unicodedata
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Query, Response
@@ -161,8 +161,7 @@ def assess(predictor: Predictor, data: bytes, metrics: Metrics) -> Assessed | li
     if not prediction.faces:
         return [s.reason for s in prediction.set_aside]
     largest = max(prediction.faces, key=lambda f: f.face.box.area)
-    face = FaceAge(largest.face.scaled(image.scale), largest.age, largest.age_interval, largest.age_spread,
-                   largest.quality)
+    face = replace(largest, face=largest.face.scaled(image.scale))
     height, width = image.rgb.shape[:2]
     return Assessed(face, reencode_jpeg(image), width, height, prediction.model_version)
 

@@ -19,11 +19,18 @@ export function formatRange(interval) {
   return `${whole.format(Math.floor(interval[0]))}–${whole.format(Math.ceil(interval[1]))}`;
 }
 
-/** "about 36, likely 27–45": a face's estimate as the page writes it everywhere. */
+/** "wider because the photo is blurred": why a face's range is wider, or "" (the service's `range_note`). */
+export function rangeNoteWords(note) {
+  return typeof note === "string" && note ? `wider because ${note}` : "";
+}
+
+/** "about 36, likely 27–45": a face's estimate as the page writes it everywhere (with why the range is
+ * wider, when the photo made it so). */
 export function faceDescription(face) {
   if (typeof face.age !== "number") return "a face";
   const range = formatRange(face.age_interval);
-  return `about ${formatAge(face.age)}${range ? `, likely ${range}` : ""}`;
+  const note = range ? rangeNoteWords(face.range_note) : "";
+  return `about ${formatAge(face.age)}${range ? `, likely ${range}` : ""}${note ? ` — ${note}` : ""}`;
 }
 
 // Why the service set a face aside, in words.

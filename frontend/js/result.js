@@ -2,7 +2,17 @@
 // of faces in the same numbers, or "no face found". The stored-data part of the page is stored.js.
 
 import { $ } from "./dom.js";
-import { faceDescription, formatAge, formatRange, linkMarks, marksOf, reasonWords, renderMarkList, renderPhoto } from "./overlay.js";
+import {
+  faceDescription,
+  formatAge,
+  formatRange,
+  linkMarks,
+  marksOf,
+  rangeNoteWords,
+  reasonWords,
+  renderMarkList,
+  renderPhoto,
+} from "./overlay.js";
 import { NO_STORED_VIEW } from "./stored.js";
 
 /** The store's `result` for an answer from POST /predict or POST /submissions. */
@@ -22,6 +32,7 @@ export function newResult({ mode, photo, trueAge, firstName, image, faces, setAs
     firstName,
     predicted,
     interval: face?.age_interval ?? null,
+    rangeNote: face?.range_note ?? null, // why the range is wider: "the photo is blurred"
     error: face ? predicted - trueAge : null,
     noFace: !face,
     submission, // {id, token} while the data is stored and can be deleted
@@ -81,6 +92,9 @@ export function renderResult(state, previous) {
     $("[data-predicted]").textContent = formatAge(result.predicted);
     const range = formatRange(result.interval);
     $("[data-interval]").textContent = range ? `likely ${range}` : "";
+    const note = $("[data-range-note]");
+    note.textContent = range ? rangeNoteWords(result.rangeNote) : "";
+    note.hidden = !note.textContent;
     $("[data-true-age]").textContent = String(result.trueAge);
     const sign = result.error > 0 ? "+" : result.error < 0 ? "−" : "±";
     $("[data-error]").textContent = `${sign}${formatAge(Math.abs(result.error))}`;

@@ -16,6 +16,11 @@ that every true-age group, sharp and degraded, is covered about as often as prom
 predicted as people in their twenties, so the cells of faces predicted 20-34 reach lower; faces
 predicted 55+ reach higher).
 
+A poor face's range carries a note saying why it is wider ("the photo is blurred", `range_notes`), only
+where the poor cell's quantiles make it wider, by at least `NOTE_FROM` years, than a good face's with the
+same estimate and spread: in some groups the poor cell is no wider (the spread, which also grows on a
+poor photo, already holds the doubt), and a note there would give a reason for nothing.
+
 The calibration travels as JSON in the exported model's metadata (`interval_calibration`); a model
 without it keeps the central range of its distribution (`ml.serving.runtime.summarise`).
 """
@@ -31,6 +36,7 @@ from ml.serving import quality
 
 METADATA_KEY = "interval_calibration"
 METHOD = "mondrian-conformal-v1"
+NOTE_FROM = 1.0  # years the face's quality must add to its range for the range to say why (shown in whole years)
 
 
 @dataclass(frozen=True)
@@ -55,10 +61,26 @@ class IntervalCalibration:
         a = np.asarray(ages, dtype=np.float64)
         s = np.asarray(spreads, dtype=np.float64)
         short = quality.shortfall(sharpness, face_px, self.sharp_ref, self.face_ref)
-        c = self.cells(a, short)
-        low = a + np.asarray(self.lower)[c] * s
-        high = a + np.asarray(self.upper)[c] * s
-        return np.maximum(0.0, np.minimum(low, a)), np.maximum(high, a)
+        return self._bounds(a, s, self.cells(a, short))
+
+    def _bounds(self, ages: np.ndarray, spreads: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        low = ages + np.asarray(self.lower)[cells] * spreads
+        high = ages + np.asarray(self.upper)[cells] * spreads
+        return np.maximum(0.0, np.minimum(low, ages)), np.maximum(high, ages)
+
+    def range_notes(self, ages: np.ndarray, spreads: np.ndarray, sharpness: np.ndarray,
+                    face_px: np.ndarray | None = None) -> list[str | None]:
+        """For each face, why its range is wider (`ml.serving.quality.worst`'s words) when its quality made
+        it wider (see the module's docstring); None otherwise."""
+        a = np.asarray(ages, dtype=np.float64)
+        s = np.asarray(spreads, dtype=np.float64)
+        short = quality.shortfall(sharpness, face_px, self.sharp_ref, self.face_ref)
+        cells = self.cells(a, short)
+        low, high = self._bounds(a, s, cells)
+        good_low, good_high = self._bounds(a, s, cells - cells % 2)  # the same group, good quality
+        widened = (high - low) - (good_high - good_low) >= NOTE_FROM
+        words = quality.worst(sharpness, face_px, self.sharp_ref, self.face_ref)
+        return [w if wide else None for w, wide in zip(words, widened, strict=True)]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

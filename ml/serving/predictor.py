@@ -24,6 +24,7 @@ class FaceAge:
     age_interval: tuple[float, float]
     age_spread: float
     quality: float = 1.0  # the gate's (ml.gate): 0-1
+    range_note: str | None = None  # why `age_interval` is wider: "the photo is blurred" (ml.serving.interval)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +184,8 @@ class Predictor:
         estimates = age_model.estimate(chips[kept], self.settings.coverage, face_px) if kept else []
         timings["age"] = time.perf_counter() - t
         results = [
-            FaceAge(faces[i].scaled(1 / img.scale), e.age, (e.low, e.high), e.spread, verdicts[i].quality)
+            FaceAge(faces[i].scaled(1 / img.scale), e.age, (e.low, e.high), e.spread, verdicts[i].quality,
+                    e.range_note)
             for i, e in zip(kept, estimates, strict=True)
         ]
         return Prediction(img.width, img.height, results, age_model.version, timings, aside)

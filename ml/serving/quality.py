@@ -22,6 +22,8 @@ import numpy as np
 GRAY = np.array([0.299, 0.587, 0.114])
 SHARP_CHIP = 1.24  # median sharpness of a sharp 64 px chip (validation split)
 LARGE_FACE = 64.0  # px: a face at least this wide fills the chip without enlargement
+BLURRED = "the photo is blurred"  # what is wrong with a poor face, in the words a person reads
+SMALL = "the face is small"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +40,9 @@ class FaceQuality:
     def problem(self) -> str | None:
         """What is wrong with the face in a few words, or None."""
         if np.isfinite(self.face_px) and self.face_px < LARGE_FACE / 2:
-            return "the face is small"
+            return SMALL
         if self.sharpness < SHARP_CHIP / 2:
-            return "the photo is blurred"
+            return BLURRED
         return None
 
 
@@ -59,13 +61,28 @@ def shortfall(sharp: np.ndarray, face_px: np.ndarray | None = None, sharp_ref: f
               face_ref: float = LARGE_FACE) -> np.ndarray:
     """How far each face falls short of a good one, in log units: log(sharp_ref / sharpness) when
     below the reference, plus log(face_ref / face_px) when smaller. An unknown size (nan) counts 0."""
+    blur, small = _shortfalls(sharp, face_px, sharp_ref, face_ref)
+    return blur + small
+
+
+def _shortfalls(sharp: np.ndarray, face_px: np.ndarray | None, sharp_ref: float,
+                face_ref: float) -> tuple[np.ndarray, np.ndarray]:
+    """`shortfall`'s two parts: the blur's and the smallness's."""
     s = np.maximum(np.asarray(sharp, dtype=np.float64), 1e-6)
-    out = np.maximum(0.0, np.log(sharp_ref / s))
+    blur = np.maximum(0.0, np.log(sharp_ref / s))
+    small = np.zeros_like(blur)
     if face_px is not None:
         w = np.asarray(face_px, dtype=np.float64)
         small = np.where(np.isfinite(w), np.maximum(0.0, np.log(face_ref / np.maximum(w, 1e-6))), 0.0)
-        out = out + small
-    return out
+    return blur, small
+
+
+def worst(sharp: np.ndarray, face_px: np.ndarray | None = None, sharp_ref: float = SHARP_CHIP,
+          face_ref: float = LARGE_FACE) -> list[str | None]:
+    """For each face, the larger part of its `shortfall` in words (`BLURRED` or `SMALL`); None when it
+    has none."""
+    blur, small = _shortfalls(sharp, face_px, sharp_ref, face_ref)
+    return [None if b == s == 0 else SMALL if s > b else BLURRED for b, s in zip(blur, small, strict=True)]
 
 
 def assess(chips: np.ndarray, face_px: np.ndarray | None = None) -> list[FaceQuality]:

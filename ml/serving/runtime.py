@@ -61,6 +61,7 @@ class AgeDistribution:
     low: float
     high: float
     spread: float
+    range_note: str | None = None  # why the range is wider, when the face's quality made it so (`ml.serving.interval`)
 
 
 # glibc's mallopt parameter for the size from which an allocation gets pages of its own (mmap).
@@ -197,9 +198,11 @@ def calibrated(estimates: list[AgeDistribution], interval: IntervalCalibration |
         return estimates
     ages = np.array([e.age for e in estimates])
     spreads = np.array([e.spread for e in estimates])
-    low, high = interval.bounds(ages, spreads, quality.sharpness(chips), face_px)
-    return [AgeDistribution(e.age, float(lo), float(hi), e.spread)
-            for e, lo, hi in zip(estimates, low, high, strict=True)]
+    sharp = quality.sharpness(chips)
+    low, high = interval.bounds(ages, spreads, sharp, face_px)
+    notes = interval.range_notes(ages, spreads, sharp, face_px)
+    return [AgeDistribution(e.age, float(lo), float(hi), e.spread, note)
+            for e, lo, hi, note in zip(estimates, low, high, notes, strict=True)]
 
 
 def softmax(logits: np.ndarray, temperature: float) -> np.ndarray:

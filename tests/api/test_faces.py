@@ -23,10 +23,11 @@ async def test_predict_gives_one_aged_face_for_the_astronaut(client, face_png):
     body = response.json()
     assert body["image"] == {"width": 512, "height": 512}
     [face] = body["faces"]
-    assert set(face) == {"box", "score", "keypoints", "quality", "age", "age_interval"}
+    assert set(face) == {"box", "score", "keypoints", "quality", "age", "age_interval", "range_note"}
     assert set(face["box"]) == {"x", "y", "width", "height"}
     assert 0.5 <= face["quality"] <= 1  # a sharp, large, frontal face
     assert body["set_aside"] == [] and body["set_aside_count"] == 0
+    assert face["range_note"] is None  # nothing in this photo widens the range
     assert len(face["keypoints"]) == 6 and set(face["keypoints"][0]) == {"x", "y"}
     low, high = face["age_interval"]
     assert 25 <= face["age"] <= 60 and low < face["age"] < high

@@ -4,6 +4,7 @@ page, and no accessibility violation (axe-core) on any view."""
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -143,6 +144,35 @@ def test_faces_set_aside_are_drawn_dashed_with_the_reason_in_words(page: Page, l
     assert aside.evaluate("box => getComputedStyle(box).borderTopStyle") == "dashed"
     expect(page.locator('[data-result-figure] [data-face-label="2"]')).to_contain_text("too blurred to judge")
     expect(page.locator("[data-face-list] li").nth(1)).to_have_text("2 set aside: too blurred to judge")
+
+
+def test_a_range_widened_by_a_blurred_photo_says_why_and_a_sharp_one_does_not(
+    page: Page, live_server: LiveServer, blurred_astronaut_png: bytes, output_path: str
+) -> None:
+    """The real answers for the astronaut photo blurred (its `range_note`) and sharp (none)."""
+    note = page.locator("[data-range-note]")
+    open_home(page, live_server)
+    fill_form(page, {"name": "blurred.png", "mimeType": "image/png", "buffer": blurred_astronaut_png})
+    page.get_by_role("button", name="Estimate my age", exact=True).click()
+    expect(page.get_by_role("heading", level=1, name="Your result")).to_be_visible()
+    expect(page.locator("[data-interval]")).to_have_text(re.compile(r"^likely \d+–\d+$"))
+    expect(note).to_be_visible()
+    expect(note).to_have_text("wider because the photo is blurred")
+    # next to the range: in the same line of numbers, just under it
+    interval_box, note_box = page.locator("[data-interval]").bounding_box(), note.bounding_box()
+    assert 0 <= note_box["y"] - (interval_box["y"] + interval_box["height"]) < 8
+    page.screenshot(path=Path(output_path) / "range-note.png", full_page=True)
+
+    open_home(page, live_server)
+    fill_form(page)
+    with page.expect_response(lambda r: r.url.endswith("/predict")) as info:
+        page.get_by_role("button", name="Estimate my age", exact=True).click()
+    [face] = info.value.json()["faces"]
+    assert face["range_note"] is None
+    low, high = face["age_interval"]
+    # the sharp photo's own range (not the blurred one's, 23–42 against 23–40), and no note beside it
+    expect(page.locator("[data-interval]")).to_have_text(f"likely {math.floor(low)}–{math.ceil(high)}")
+    expect(note).to_be_hidden()
 
 
 @pytest.mark.parametrize("way_back", ["try-another", "examples", "navigation", "back-button"])
