@@ -20,11 +20,26 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import IO, NoReturn
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 # --- the server ------------------------------------------------------------------------------------------
+
+
+class Served:
+    """A server known by its `url` (a dataclass field of the class that mixes this in): where to connect."""
+
+    url: str
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 80
 
 
 def free_port() -> int:

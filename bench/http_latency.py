@@ -45,12 +45,11 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import psutil
 from PIL import Image
 
-from bench.common import ROOT, Connection, free_port, pct, server_env, start, stop, wait_healthy
+from bench.common import ROOT, Connection, Served, free_port, pct, server_env, start, stop, wait_healthy
 from bench.machine import cpu_model
 
 ASTRONAUT = ROOT / "tests" / "fixtures" / "astronaut.png"
@@ -234,7 +233,7 @@ def serve(root: Path, env_extra: dict[str, str]) -> tuple[subprocess.Popen, Path
 
 
 @dataclass
-class Target:
+class Target(Served):
     """One server under test: this checkout's, or a baseline checkout's (`--baseline`)."""
 
     name: str
@@ -246,14 +245,6 @@ class Target:
     fixed: dict[str, OneAtATime] = field(default_factory=dict)
     levels: dict[int, Run] = field(default_factory=dict)
     rss_load: float = float("nan")
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.url).hostname or "127.0.0.1"
-
-    @property
-    def port(self) -> int:
-        return urlsplit(self.url).port or 80
 
     def stop(self) -> None:
         if self.proc is None:

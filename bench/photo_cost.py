@@ -29,12 +29,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import psutil
 from PIL import Image
 
-from bench.common import ROOT, Connection, free_port, server_env, start, stop, wait_healthy
+from bench.common import ROOT, Connection, Served, free_port, server_env, start, stop, wait_healthy
 from bench.http_latency import STAGES, multipart_request, photo_640x480_jpeg, stage_sums
 from bench.machine import describe
 from ml import Predictor
@@ -50,7 +49,7 @@ PHOTOS = {  # name: (file in --faces, or None for the 640x480 JPEG made here), 2
 
 
 @dataclass
-class Server:
+class Server(Served):
     name: str
     url: str
     proc: object = None
@@ -61,14 +60,6 @@ class Server:
     decode_cpu: dict[str, list[float]] = field(default_factory=dict)  # ... and its CPU time
     cpu: dict[str, float] = field(default_factory=dict)  # server CPU seconds, summed
     stages: dict[str, dict[str, float]] = field(default_factory=dict)  # summed seconds per stage
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.url).hostname or "127.0.0.1"
-
-    @property
-    def port(self) -> int:
-        return urlsplit(self.url).port or 80
 
 
 def serve(name: str, root: Path) -> Server:

@@ -35,6 +35,17 @@ def astronaut_jpeg(size: tuple[int, int] | None = None, quality: int = 90) -> by
     return encode(img, "JPEG", quality=quality)
 
 
+def three_faces_jpeg(astronaut_png: bytes) -> bytes:
+    """The astronaut three times side by side (400, 300 and 240 px): a photo of three faces, largest first."""
+    tiles = [Image.open(io.BytesIO(astronaut_png)).convert("RGB").resize((s, s)) for s in (400, 300, 240)]
+    canvas = Image.new("RGB", (1000, 420), (200, 200, 200))
+    x = 0
+    for t in tiles:
+        canvas.paste(t, (x, 0))
+        x += t.width + 10
+    return encode(canvas, "JPEG", quality=95)
+
+
 def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import io
-
 import pytest
-from PIL import Image
 
 from ml import Predictor
 from ml.paths import DEFAULT_AGE_WEIGHTS
@@ -29,17 +26,11 @@ class CountingSession:
 
 
 def test_the_faces_of_a_photo_are_aged_in_one_run(predictor, astronaut_png):
-    tiles = [Image.open(io.BytesIO(astronaut_png)).convert("RGB").resize((s, s)) for s in (400, 300, 240)]
-    canvas = Image.new("RGB", (1000, 420), (200, 200, 200))
-    x = 0
-    for t in tiles:
-        canvas.paste(t, (x, 0))
-        x += t.width + 10
     cpus = runtime.CpuShare(1)  # one thread: a photo under load, its age step not spread over CPUs
     model = runtime.load_age_model(DEFAULT_AGE_WEIGHTS, cpus)
     counting = model.session = CountingSession(model.session)
     one_thread = Predictor(predictor.detector, predictor.aligner, model, predictor.settings, cpus)
-    photo = b.encode(canvas, "JPEG", quality=95)
+    photo = b.three_faces_jpeg(astronaut_png)
     result = one_thread.predict(photo)
     assert len(result.faces) == 3
     assert counting.batches == [3 * (2 if model.mirror else 1)]  # with the mirrored chips, when the model has them

@@ -58,13 +58,7 @@ def test_large_jpeg_boxes_are_in_full_image_pixels(predictor, astronaut_png):
 
 
 def test_faces_are_capped_largest_first(astronaut_png):
-    tiles = [Image.open(io.BytesIO(astronaut_png)).convert("RGB").resize((s, s)) for s in (400, 300, 240)]
-    canvas = Image.new("RGB", (1000, 420), (200, 200, 200))
-    x = 0
-    for t in tiles:
-        canvas.paste(t, (x, 0))
-        x += t.width + 10
-    data = b.encode(canvas, "JPEG", quality=95)
+    data = b.three_faces_jpeg(astronaut_png)
     with Predictor.load(settings=PredictorSettings(max_faces=2)) as capped:
         faces = capped.detect(data).faces
     assert len(faces) == 2
