@@ -4,13 +4,14 @@ container and volume made here, by which the script removes leftovers). Other ru
 (`-m "not container"` in pyproject.toml's pytest options); without WMA_IMAGE it is skipped.
 
 What is checked is what an operator does: the first start on an empty volume with no DATABASE_URL
-(the embedded Postgres, migrated on start), the same on a read-only root with the tmpfs mounts the docs
-name, a SIGTERM, and a second start on the same volume. Every line either stream carries is JSON and
-none is an ERROR, at start and under a 1,000-request load.
+(the embedded Postgres, migrated on start), a live stream (WebSocket /live), the same on a read-only
+root with the tmpfs mounts the docs name, a SIGTERM, and a second start on the same volume. Every line
+either stream carries is JSON and none is an ERROR, at start and under a 1,000-request load.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
@@ -23,6 +24,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
+from websockets.sync.client import connect
 
 IMAGE = os.environ.get("WMA_IMAGE")
 ENGINE = os.environ.get("WMA_ENGINE", "podman")
@@ -247,6 +250,18 @@ def test_logs_are_json_lines_only_under_a_thousand_requests(first, kept):
     assert set(counts) <= {200, 404, 415, 503}, counts
     assert counts.get(200, 0) >= 600, counts
     assert assert_json_lines_without_errors(first) > 1000
+
+
+def test_the_live_stream_answers_a_camera_frame(first, kept):
+    """The image holds a WebSocket library: without one uvicorn refuses the upgrade, and /live is dead."""
+    frame = io.BytesIO()
+    Image.open(io.BytesIO(FACE)).convert("RGB").save(frame, "JPEG", quality=85)
+    with connect(first.url.replace("http://", "ws://") + "/live", open_timeout=30) as ws:
+        assert json.loads(ws.recv(timeout=30))["type"] == "hello"
+        ws.send(frame.getvalue())
+        answer = json.loads(ws.recv(timeout=60))
+    assert answer["type"] == "faces" and len(answer["faces"]) == 1, answer
+    assert 15 < answer["faces"][0]["age"] < 60, answer
 
 
 def test_sigterm_stops_it_cleanly_and_a_second_start_keeps_the_stored_row(first, kept, volume):
