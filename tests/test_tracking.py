@@ -1,5 +1,5 @@
 """Faces followed across frames: ids that stay while a face stays, an age that does not jitter, the
-predictor's interval left as it is."""
+predictor's interval never narrowed, widened only to hold the age shown."""
 
 from __future__ import annotations
 
@@ -67,7 +67,12 @@ def test_the_smoothed_age_follows_a_change_and_the_interval_is_the_frames_own():
     faces = [tracker.update(frame((100, 80, 40)), i / FPS)[0] for i in range(1, 4 * FPS)]
     assert 30 < faces[0].age < 32  # one frame moves it a little
     assert faces[-1].age == pytest.approx(40, abs=0.3)  # four time constants later it is there
-    assert all(f.face.age_interval == (32, 49) for f in faces)  # never narrowed
+    assert all(f.face.age_interval == (32, 49) for f in faces)  # the predictor's, as it gave it
+    # The range shown is never narrower than the frame's, and holds the age shown beside it: widened
+    # down to the smoothed age while that is still below the frame's interval (30-32 here), no more.
+    assert all(f.age_interval == (min(32, f.age), 49) for f in faces)
+    assert faces[0].age_interval[0] == faces[0].age < 32
+    assert faces[-1].age_interval == (32, 49)
     assert not faces[0].steady and faces[-1].steady
 
 

@@ -10,7 +10,7 @@ The protocol (also in docs/api.md and the app's description, since OpenAPI has n
   "faces": [{"id", "box", "score", "age", "frame_age", "age_interval", "steady"}], "server_ms"}`:
   `id` stays the same while the face stays in view (or is out of it for up to a second), `age` is
   smoothed over the recent frames, `frame_age` is this frame's own estimate and `age_interval` this
-  frame's calibrated interval, as the predictor gave it (`ml.serving.tracking`).
+  frame's calibrated interval, widened only to hold `age` (`ml.serving.tracking`).
 - A frame that cannot be used is answered `{"type": "error", "frame": n, "code", "detail"}` with the
   codes of POST /predict (`corrupt_image`, `unsupported_image`, `empty_file`, `image_too_many_pixels`,
   `overloaded`, `processing_timeout`, `binary_frames_only`), and the stream goes on.
@@ -98,7 +98,7 @@ def _r(value: float) -> float:
 
 def face_message(face: TrackedFace) -> dict[str, Any]:
     box = face.face.face.box
-    low, high = face.face.age_interval
+    low, high = face.age_interval
     return {"id": face.id, "box": {"x": _r(box.x), "y": _r(box.y), "width": _r(box.width), "height": _r(box.height)},
             "score": round(face.face.face.score, 3), "age": _r(face.age), "frame_age": _r(face.face.age),
             "age_interval": [_r(low), _r(high)], "steady": face.steady}

@@ -9,7 +9,9 @@ can take it back: someone who turns away or leaves the frame for a moment comes 
 The age shown is an exponential moving average of the face's ages over time (time constant
 `smoothing_seconds`, whatever the frame rate): the network's estimate moves by a year or more between
 two frames of a still face, the average by much less. The interval is the predictor's, for this
-frame, as it is: averaging the ends of intervals would narrow them below their calibrated coverage.
+frame, never narrowed (averaging the ends of intervals would narrow them below their calibrated
+coverage), and widened to hold the shown age when that has not yet followed a jump of the frame's:
+an age is never shown outside its own range.
 
 Plain Python and numpy; one tracker per video stream, used by one caller at a time.
 """
@@ -30,6 +32,12 @@ class TrackedFace:
     face: FaceAge  # as the predictor gave it for this frame
     age: float  # smoothed over the recent frames
     steady: bool  # followed for `steady_seconds` or more: its smoothed age has settled
+
+    @property
+    def age_interval(self) -> tuple[float, float]:
+        """This frame's calibrated interval, widened where needed to hold the smoothed age."""
+        low, high = self.face.age_interval
+        return min(low, self.age), max(high, self.age)
 
 
 @dataclass(slots=True)

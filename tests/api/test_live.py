@@ -104,6 +104,9 @@ def test_a_still_face_keeps_its_id_and_its_shown_age_moves_less_than_its_frames_
     shown = [a["faces"][0]["age"] for a in answers]
     raw = [a["faces"][0]["frame_age"] for a in answers]
     assert max(shown) - min(shown) <= max(raw) - min(raw)
+    # The age shown always sits inside the range shown beside it, though it lags the frame's own.
+    assert all(low <= face["age"] <= high for a in answers for face in a["faces"]
+               for low, high in [face["age_interval"]])
 
 
 def test_each_stream_has_its_own_ids(server, frames):
