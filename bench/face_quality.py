@@ -1,5 +1,5 @@
 """Which faces are worth an age: the age error of validation faces made small or blurred, and where
-the gate's sharpness measure puts them.
+the sharpness measure the gate and the interval share puts them.
 
     .venv/bin/python -m bench.face_quality [--utkface ../shared/data/utkface] [--faces 300]
 
@@ -8,7 +8,7 @@ gray canvas (as bench/detection_set.py does) and degraded: its box made 64, 40, 
 px wide (the photo reduced), or blurred (Gaussian, sigma a fraction of the box's width: a face out of
 focus or moving). The chip is aligned in the face's known box, so that what is measured is the age
 step on a poor face, not the detector. For each level: the mean absolute error against a sharp face's,
-and how the gate's measures (box width, chip sharpness) fall. A level is worth an age while its error
+and how the gate's measures (box width, the chip's sharpness by `ml.serving.quality`) fall. A level is worth an age while its error
 stays within 1.5x of the sharp pass; where it doubles the gate must set the face aside.
 """
 
@@ -23,7 +23,7 @@ from PIL import Image, ImageFilter
 from bench.detection_set import CANVAS, face_pool
 from bench.machine import describe
 from ml.paths import DEFAULT_AGE_WEIGHTS
-from ml.serving import gate
+from ml.serving import gate, quality
 from ml.serving.align import FaceAligner
 from ml.serving.faces import Box
 from ml.serving.runtime import load_age_model
@@ -73,7 +73,7 @@ def main() -> None:
             widths.append(b.width)
         c = np.stack(chips)
         ages = np.array([e.age for e in model.estimate(c)], np.float32)
-        sharp = np.array([gate.sharpness(x) for x in c], np.float32)
+        sharp = quality.sharpness(c).astype(np.float32)
         rows.append((level, float(np.mean(np.abs(ages - truth))), sharp, float(np.median(widths))))
     base = rows[0][1]
     print(f"\n{len(chosen)} UTKFace validation faces, model {model.version}; sharp pass MAE {base:.2f}")

@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image, ImageFilter
 
-from ml.serving import gate
+from ml.serving import gate, quality
 from tests.conftest import FIXTURES
 
 
@@ -20,10 +20,14 @@ def _chip(predictor, data: bytes) -> np.ndarray:
 def test_sharpness_falls_with_blur_and_the_verdict_follows(predictor, astronaut_png):
     sharp = _chip(predictor, astronaut_png)
     blurred = np.asarray(Image.fromarray(sharp).filter(ImageFilter.GaussianBlur(3)))
-    assert gate.sharpness(sharp) > 2 * gate.MIN_SHARPNESS > gate.sharpness(blurred) * 2
-    assert gate.judge(100, gate.sharpness(sharp), 1.0, 0.9) == gate.Verdict(1.0, None)
-    assert gate.judge(100, gate.sharpness(blurred), 1.0, 0.9).reason == "too_blurred"
-    assert gate.judge(gate.MIN_FACE_PX - 1, gate.sharpness(sharp), 1.0, 0.9).reason == "too_small"
+    sharp_score, blurred_score = quality.sharpness(np.stack([sharp, blurred]))
+    assert sharp_score > 2 * gate.MIN_SHARPNESS > blurred_score * 2
+    assert gate.judge(100, sharp_score, 1.0, 0.9) == gate.Verdict(1.0, None)
+    assert gate.judge(100, blurred_score, 1.0, 0.9).reason == "too_blurred"
+    assert gate.judge(gate.MIN_FACE_PX - 1, sharp_score, 1.0, 0.9).reason == "too_small"
+    # The gate's own verdict on the chips is the same: one measure of blur, the interval's.
+    assert [v.reason for v in gate.FaceGate().judge([100, 100], [0.9, 0.9], np.stack([sharp, blurred]))] == \
+        [None, "too_blurred"]
 
 
 def test_the_classifier_tells_a_face_from_a_dog_and_vetoes_only_unsure_boxes(predictor, astronaut_png):

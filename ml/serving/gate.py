@@ -3,7 +3,8 @@
 A detector box earns an age only when the age step can read it (measured by bench/face_quality.py on
 UTKFace validation faces made small or blurred):
 - `too_small`: the face's box is under `MIN_FACE_PX` pixels wide in the uploaded photo;
-- `too_blurred`: the aligned chip's sharpness (`sharpness`) is under `MIN_SHARPNESS`;
+- `too_blurred`: the aligned chip's sharpness is under `MIN_SHARPNESS`: the measure of
+  `ml.serving.quality`, the one the age interval widens by, so that "blurred" means one thing;
 - `not_a_face`: the face classifier (`FaceClassifier`, logistic regression on small features of the
   aligned chip, trained on human faces against animal faces, clothing and the detector's false boxes)
   gives a human face a probability under `MIN_FACE_PROB`, and the detector itself is unsure of the
@@ -22,11 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from ml.paths import WEIGHTS_DIR
+from ml.serving import quality
 
 CLASSIFIER = WEIGHTS_DIR / "face_gate.npz"
 
 MIN_FACE_PX = 18.0  # 20 px: error 1.39x a sharp face's; 16 px 1.73x; 12 px 2.19x
-MIN_SHARPNESS = 0.125  # blur 2% of the width: 1.27x, chips 0.15-0.26; blur 4%: 2.14x, chips 0.07-0.11
+# quality.sharpness: blur 2% of the width: error 1.27x, chips 0.30-0.48 (p10-p90); blur 4%: 2.14x,
+# chips 0.11-0.19; the threshold halfway between on a log scale (bench/face_quality.py)
+MIN_SHARPNESS = 0.24
 MIN_FACE_PROB = 0.5
 SURE_SCORE = 0.8  # the detector's score from which the classifier cannot veto a box
 REASONS = ("not_a_face", "too_blurred", "too_small")
@@ -42,10 +46,9 @@ def _gray(chip: np.ndarray) -> np.ndarray:
     return chip.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) / 255.0
 
 
-def sharpness(chip: np.ndarray) -> float:
-    """Detail left in the middle of an aligned chip: the spread of its Laplacian against the spread of
-    its gray levels (so a dark or low-contrast face is not called blurred). A sharp face scores about
-    0.3-0.6, a face reduced to 16 px or blurred by a tenth of its width under 0.1."""
+def _detail(chip: np.ndarray) -> float:
+    """One of the classifier's features (it was fitted with it), not a verdict: detail left in the
+    middle of an aligned chip, the spread of its Laplacian against the spread of its gray levels."""
     g = _gray(chip)
     n = g.shape[0]
     m = g[n // 5 : n - n // 5, n // 5 : n - n // 5]  # the face, not the padding around it
@@ -74,7 +77,7 @@ def judge(width: float, sharp: float, face_prob: float = 1.0, score: float = 0.0
 def features(chip: np.ndarray) -> np.ndarray:
     """Small features of an aligned 64x64 chip: a histogram of gradient directions in 8x8 cells (the
     shape of eyes, nose and mouth where the alignment puts them), the colour of the middle (skin
-    against fur), and the chip's sharpness."""
+    against fur), and the detail left in it."""
     g = _gray(chip)
     gy, gx = np.gradient(g)
     mag = np.hypot(gx, gy)
@@ -87,7 +90,7 @@ def features(chip: np.ndarray) -> np.ndarray:
     rgb = chip[16:48, 16:48].reshape(-1, 3).astype(np.float32) + 1.0
     chroma = rgb / rgb.sum(axis=1, keepdims=True)
     colour = np.concatenate([chroma.mean(0)[:2], chroma.std(0)[:2], [g[16:48, 16:48].std()]])
-    return np.concatenate([hist.ravel(), colour, [sharpness(chip)]]).astype(np.float32)
+    return np.concatenate([hist.ravel(), colour, [_detail(chip)]]).astype(np.float32)
 
 
 class FaceClassifier:
@@ -114,4 +117,5 @@ class FaceGate:
         """`widths`: each face's box size (the shorter side) in the pixels its chip was cut from;
         `scores`: the detector's."""
         probs = self.classifier.prob(chips)
-        return [judge(w, sharpness(c), float(p), s) for w, s, c, p in zip(widths, scores, chips, probs, strict=True)]
+        sharp = quality.sharpness(chips) if len(chips) else np.zeros(0)
+        return [judge(w, float(q), float(p), s) for w, s, q, p in zip(widths, scores, sharp, probs, strict=True)]

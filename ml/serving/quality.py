@@ -1,7 +1,7 @@
 """How good a face is for reading its age: its size in the photo and the sharpness of its chip.
 
-numpy only, for the serving path: the age interval widens for a poor face (`ml.serving.interval`), and a
-detection gate may use the same measures.
+numpy only, for the serving path: the age interval widens for a poor face (`ml.serving.interval`), and
+the gate (`ml.serving.gate`) sets a face aside as too blurred under its threshold of the same sharpness.
 
 - Face size: the detector's box width in pixels of the photo as it was sent (before any reduction
   for detection). Below about 64 px the aligned 64 px chip is an enlargement and holds less detail.
