@@ -8,8 +8,9 @@ gray canvas (as bench/detection_set.py does) and degraded: its box made 64, 40, 
 px wide (the photo reduced), or blurred (Gaussian, sigma a fraction of the box's width: a face out of
 focus or moving). The chip is aligned in the face's known box, so that what is measured is the age
 step on a poor face, not the detector. For each level: the mean absolute error against a sharp face's,
-and how the gate's measures (box width, the chip's sharpness by `ml.serving.quality`) fall. A level is worth an age while its error
-stays within 1.5x of the sharp pass; where it doubles the gate must set the face aside.
+and how the gate's measures (box width, the chip's sharpness by `ml.serving.quality`) fall. A level is
+worth an age while its error stays within 1.5x of the sharp pass; where it doubles the gate must set
+the face aside.
 """
 
 from __future__ import annotations
