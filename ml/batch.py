@@ -1,7 +1,8 @@
 """Bulk scoring on Ray Data: `python -m ml batch INPUT... --out FILE`.
 
-One row per photo file: the number of faces and, for the largest face, its age, the 80% interval
-and the box, with the model's version; a file that cannot be read or decoded is a row with the
+One row per photo file: the number of faces worth an age and of faces set aside (`POST /predict`'s
+`faces` and `set_aside`) and, for the largest face, its age, the 80% interval, why that is wider
+(`range_note`) and the box, with the model's version; a file that cannot be read or decoded is a row with the
 error `code` the API would answer (`ml.serving.images.ImageError.code`, `file_too_large`), or
 `unreadable_file` for a file that cannot be opened at all (the API never opens files).
 
@@ -209,12 +210,13 @@ def error_row(file: str, code: str) -> dict[str, Any]:
 
 def result_row(file: str, prediction: Any) -> dict[str, Any]:
     """The row of a scored photo: the largest face (the predictor answers largest first)."""
-    row: dict[str, Any] = {"file": file, "faces": len(prediction.faces), "model_version": prediction.model_version}
+    row: dict[str, Any] = {"file": file, "faces": len(prediction.faces), "set_aside": len(prediction.set_aside),
+                           "model_version": prediction.model_version}
     if prediction.faces:
         face = prediction.faces[0]
         box = face.face.box
         row.update(age=face.age, age_low=face.age_interval[0], age_high=face.age_interval[1],
-                   box_x=box.x, box_y=box.y, box_width=box.width, box_height=box.height)
+                   range_note=face.range_note, box_x=box.x, box_y=box.y, box_width=box.width, box_height=box.height)
     return row
 
 

@@ -19,9 +19,11 @@ PARQUET_ROWS = 10_000  # rows per Parquet part: what an interrupted run may have
 SCHEMA = pa.schema([
     ("file", pa.string()),
     ("faces", pa.int32()),
+    ("set_aside", pa.int32()),
     ("age", pa.float64()),
     ("age_low", pa.float64()),
     ("age_high", pa.float64()),
+    ("range_note", pa.string()),
     ("box_x", pa.float64()),
     ("box_y", pa.float64()),
     ("box_width", pa.float64()),

@@ -24,6 +24,7 @@ from asgi_lifespan import LifespanManager
 
 from api.core.settings import REPO_ROOT, Settings
 from api.main import create_app
+from tests.conftest import blurred
 
 ray = pytest.importorskip("ray", reason="the batch extra: pip install -e '.[batch]' (make install does)")
 from ml import batch  # noqa: E402  (it needs pyarrow, which comes with ray[data])
@@ -39,11 +40,13 @@ BOX_TOLERANCE = 1e-3  # pixels
 def write_photos(folder: Path) -> dict[str, Path]:
     """Photos with faces, without, and broken in each way the API names."""
     folder.mkdir()
-    files = {name: folder / name for name in ("astronaut.png", "cameraman.png", "coffee.png", "rocket.jpg")}
+    files = {name: folder / name for name in ("astronaut.png", "cameraman.png", "coffee.png", "rocket.jpg", "dog.jpg")}
     for name, path in files.items():
         shutil.copy(FIXTURES / name, path)
     rocket = (FIXTURES / "rocket.jpg").read_bytes()
     astronaut = (FIXTURES / "astronaut.png").read_bytes()
+    files["blurred.png"] = folder / "blurred.png"  # a face worth an age whose range says why it is wider
+    files["blurred.png"].write_bytes(blurred(astronaut))
     broken = {
         "empty.jpg": b"",
         "noise.png": random.Random(16).randbytes(3000),
@@ -102,9 +105,9 @@ def read_rows(path: Path) -> dict[str, dict]:
 def parse_cell(column: str, value: str) -> object:
     if value == "":
         return None
-    if column == "faces":
+    if column in ("faces", "set_aside"):
         return int(value)
-    if column in ("file", "model_version", "error"):
+    if column in ("file", "model_version", "error", "range_note"):
         return value
     return float(value)
 
@@ -139,10 +142,12 @@ def test_batch_answers_as_post_predict_does_for_the_same_files(outputs, photos, 
             continue
         assert row["error"] is None and row["model_version"] == body["model_version"]
         assert row["faces"] == len(body["faces"]), name
+        assert row["set_aside"] == len(body["set_aside"]), name
         if not body["faces"]:
-            assert row["age"] is None and row["box_x"] is None
+            assert row["age"] is None and row["box_x"] is None and row["range_note"] is None
             continue
         largest = body["faces"][0]
+        assert row["range_note"] == largest["range_note"], name
         assert math.isclose(row["age"], largest["age"], abs_tol=AGE_TOLERANCE)
         assert math.isclose(row["age_low"], largest["age_interval"][0], abs_tol=AGE_TOLERANCE)
         assert math.isclose(row["age_high"], largest["age_interval"][1], abs_tol=AGE_TOLERANCE)
@@ -152,6 +157,9 @@ def test_batch_answers_as_post_predict_does_for_the_same_files(outputs, photos, 
     assert codes == {"empty.jpg": "empty_file", "noise.png": "unsupported_image", "truncated.jpg": "corrupt_image",
                      "big.png": "file_too_large"}
     assert sum(1 for name in ("astronaut.png", "cameraman.png") if rows[str(photos[name])]["faces"]) == 2
+    dog, soft = rows[str(photos["dog.jpg"])], rows[str(photos["blurred.png"])]
+    assert dog["faces"] == 0 and dog["set_aside"] >= 1 and dog["age"] is None  # no age for a dog
+    assert soft["faces"] == 1 and soft["range_note"] == "the photo is blurred"
 
 
 def test_each_output_format_holds_the_same_rows(outputs):
