@@ -1,6 +1,7 @@
 """Train the gate's face classifier (ml/serving/gate.py) on the CPU: human faces against the detector's false boxes.
 
     .venv/bin/python -m ml.training.gate --stamps /usr/share/tuxpaint/stamps [--utkface ../shared/data/utkface]
+                                         [--real-photos data/real-photos]
 
 Human faces: UTKFace training-split faces (never validation or test), set at 20-200 px on procedural
 backgrounds, some gray, found by the detector and aligned as served. Not faces: the detector's boxes,
@@ -8,6 +9,21 @@ at scores lowered to mine more of them, on Tux Paint's photo stamps (Debian `tux
 clothes, household things, food, toys; not its people) set on the same backgrounds, and on the
 backgrounds alone. The twenty animals of bench/photos are left out. Logistic regression in numpy;
 the weights go to ml/weights/face_gate.npz (ml/serving/gate.py reads them).
+
+`--real-photos DIR`: human faces in real photos as well (UTKFace's are tight, mostly frontal crops: no
+hair, shoulders, real light, small or turned faces), from every JPEG or PNG under DIR, decoded as
+served (`ml.serving.images.load_image`). Never photos of bench/photos: DIR holds the 18F website
+repository's images (18F/18f.gsa.gov, public domain / CC0 1.0: its team portraits and blog photos) less
+every file bench/photos takes from it and every folder it takes one from (logos and icons left out too;
+each file named by its path in that repository less `assets/`, with `/` as `__`, under DIR/18f/). A
+face is one the served detector is sure of (score >= `SURE`), its chip as served; then the same photo
+reduced so that those faces are 24-60 px wide, and the photo in gray, each searched again: a box there
+on one of the sure faces (IoU > 0.3), whatever its score, is a face too (small and gray faces score
+lower). Besides, the boxes the served detector scores under `SURE` on those photos were looked at one
+by one and labelled by hand (`gate_real_labels.tsv`, `--real-labels`, in the pixels of the photo as
+`load_image` decodes it: 440 human faces, many small, blurred or in profile; 89 not: drawn and cartoon
+faces, smileys, a statue, hands, signs; boxes that were neither, such as half a face, left out). Their
+chips are cached apart (`--real-cache`).
 """
 
 from __future__ import annotations
@@ -23,6 +39,7 @@ from PIL import Image
 from ml.paths import SPLIT_FILE
 from ml.serving import gate
 from ml.serving.align import FaceAligner
+from ml.serving.boxes import Box
 from ml.serving.faces import DetectorSettings, FaceDetector
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository
@@ -113,6 +130,62 @@ def mine(utkface: Path, stamps: Path, faces: int, scenes: int, seed: int) -> tup
     return np.stack(chips), np.array(labels, np.float32)
 
 
+SURE = 0.9  # the detector's score from which a box on a real photo is taken as a face
+
+
+REAL_LABELS = Path(__file__).with_name("gate_real_labels.tsv")
+
+
+def real(folder: Path, seed: int, labelled: Path | None = REAL_LABELS) -> tuple[np.ndarray, np.ndarray]:
+    """Chips of the faces in the real photos under `folder` and of the boxes labelled by hand in
+    `labelled`, with their labels (1: a human face); see the module's docstring."""
+    from ml.serving.images import ImageError, load_image
+
+    rng = np.random.default_rng(seed)
+    det, aligner = FaceDetector(size=1), FaceAligner()
+    chips, labels = [], []
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    by_hand: dict[str, list[dict[str, str]]] = {}
+    if labelled is not None:
+        for row in csv.DictReader(labelled.open(), delimiter="\t"):
+            by_hand.setdefault(row["file"], []).append(row)
+    try:
+        for path in files:
+            try:
+                rgb = load_image(path.read_bytes()).rgb
+            except ImageError:
+                continue
+            for row in by_hand.get(path.relative_to(folder).as_posix(), []):
+                box = Box(*(float(row[k]) for k in ("x", "y", "w", "h")))
+                chips.append(aligner.chip(rgb, box))
+                labels.append(float(row["face"]))
+            sure = [f.box for f in det.detect(rgb) if f.score >= SURE]
+            if not sure:
+                continue
+            chips += [aligner.chip(rgb, b) for b in sure]
+            labels += [1.0] * len(sure)
+            truth = [(b.x, b.y, b.width, b.height) for b in sure]
+            width = float(np.median([b.width for b in sure]))
+            copies = [(np.asarray(Image.fromarray(rgb).convert("L").convert("RGB")), 1.0)]
+            for _ in range(2):
+                s = rng.uniform(24, 60) / width
+                if s < 0.9:
+                    h, w = max(8, round(rgb.shape[0] * s)), max(8, round(rgb.shape[1] * s))
+                    small = Image.fromarray(rgb).resize((w, h), Image.Resampling.LANCZOS)
+                    if rng.random() < 0.2:
+                        small = small.convert("L").convert("RGB")
+                    copies.append((np.asarray(small), s))
+            for img, s in copies:
+                for f in det.detect(img):
+                    b = (f.box.x / s, f.box.y / s, f.box.width / s, f.box.height / s)
+                    if any(_iou(b, t) > 0.3 for t in truth):
+                        chips.append(aligner.chip(img, f.box))
+                        labels.append(1.0)
+    finally:
+        det.close()
+    return np.stack(chips), np.array(labels, np.float32)
+
+
 def fit(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, steps: int = 3000) -> tuple[np.ndarray, float]:
     """Logistic regression by gradient descent, classes weighted equally."""
     w, b = np.zeros(x.shape[1], np.float64), 0.0
@@ -135,6 +208,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=22)
     ap.add_argument("--out", type=Path, default=gate.CLASSIFIER)
     ap.add_argument("--cache", type=Path, default=ROOT / "data" / "gate-chips.npz")
+    ap.add_argument("--real-photos", type=Path, help="a folder of real photos of people (not bench/photos)")
+    ap.add_argument("--real-labels", type=Path, default=REAL_LABELS, help="boxes on those photos labelled by hand")
+    ap.add_argument("--real-cache", type=Path, default=ROOT / "data" / "gate-real-chips.npz")
+    ap.add_argument("--l2", type=float, default=1e-3)
     args = ap.parse_args()
     if args.cache.exists():
         d = np.load(args.cache)
@@ -143,6 +220,16 @@ def main() -> None:
         chips, labels = mine(args.utkface, args.stamps, args.faces, args.scenes, args.seed)
         args.cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(args.cache, chips=chips, labels=labels)
+    if args.real_photos is not None:
+        if args.real_cache.exists():
+            d = np.load(args.real_cache)
+            more, more_labels = d["chips"], d["labels"]
+        else:
+            more, more_labels = real(args.real_photos, args.seed, args.real_labels)
+            args.real_cache.parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(args.real_cache, chips=more, labels=more_labels)
+        print(f"real photos: {int(more_labels.sum())} faces, {int((1 - more_labels).sum())} not faces")
+        chips, labels = np.concatenate([chips, more]), np.concatenate([labels, more_labels])
     print(f"chips: {int(labels.sum())} faces, {int((1 - labels).sum())} not faces")
     rng = np.random.default_rng(args.seed)
     held = rng.random(len(chips)) < 0.2  # a fifth to check on, before fitting on all
@@ -150,7 +237,7 @@ def main() -> None:
     xh, yh = augmented(chips[held], labels[held], rng)
     xt, yt = augmented(chips[~held], labels[~held], rng)
     mean, scale = xt.mean(0), xt.std(0) + 1e-6
-    w, b = fit((xt - mean) / scale, yt)
+    w, b = fit((xt - mean) / scale, yt, args.l2)
     p = 1 / (1 + np.exp(-(((xh - mean) / scale) @ w + b)))
     face = yh == 1
     print(
@@ -158,7 +245,7 @@ def main() -> None:
         f"{np.mean(p[face] >= gate.MIN_FACE_PROB):.1%}, not faces under {np.mean(p[~face] < gate.MIN_FACE_PROB):.1%}"
     )
     mean, scale = x.mean(0), x.std(0) + 1e-6
-    w, b = fit((x - mean) / scale, y)
+    w, b = fit((x - mean) / scale, y, args.l2)
     np.savez(args.out, mean=mean.astype(np.float32), scale=scale.astype(np.float32), weights=w, bias=np.float32(b))
     print(f"wrote {args.out}")
 
