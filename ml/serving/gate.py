@@ -6,10 +6,12 @@ UTKFace validation faces made small or blurred):
 - `too_blurred`: the aligned chip's sharpness is under `MIN_SHARPNESS`: the measure of
   `ml.serving.quality`, the one the age interval widens by, so that "blurred" means one thing;
 - `not_a_face`: the face classifier (`FaceClassifier`, logistic regression on small features of the
-  aligned chip, trained on human faces against animal faces, clothing and the detector's false boxes)
+  aligned chip, trained on human faces, pasted UTKFace crops and faces in real photos, against animal
+  faces, clothing, drawn faces and the detector's false boxes)
   gives a human face a probability under `MIN_FACE_PROB`, and the detector itself is unsure of the
   box (score under `SURE_SCORE`). The classifier alone would also set aside faces turned away from
-  the camera (UTKFace, its human faces, is mostly frontal): on bench/photos it gave 12 of 56 faces,
+  the camera (UTKFace, its human faces, is mostly frontal): on bench/photos the classifier before its
+  refit with real photos gave 12 of 56 faces,
   most of them profiles, under 0.5, all of them scored 0.85 or more by the detector, while the
   animals and things the detector took for faces scored 0.55-0.77 (the monkey 0.89).
 Numpy only: the serving path loads nothing else for this.
@@ -75,22 +77,34 @@ def judge(width: float, sharp: float, face_prob: float = 1.0, score: float = 0.0
 
 
 def features(chip: np.ndarray) -> np.ndarray:
-    """Small features of an aligned 64x64 chip: a histogram of gradient directions in 8x8 cells (the
-    shape of eyes, nose and mouth where the alignment puts them), the colour of the middle (skin
-    against fur), and the detail left in it."""
+    """Small features of an aligned 64x64 chip: histograms of gradient directions in 8x8 cells (the
+    shape of eyes, nose and mouth where the alignment puts them) and in 4x4 coarser cells (the outline
+    of head and hair, which holds for small, blurred and turned faces), the colour of the middle (skin
+    against fur) with a 4x4 histogram of its chromaticity, and the detail left in it."""
     g = _gray(chip)
     gy, gx = np.gradient(g)
     mag = np.hypot(gx, gy)
     ang = (np.arctan2(gy, gx) % np.pi) / np.pi * 9  # 9 unsigned directions
     bins = np.minimum(ang.astype(np.int32), 8)
-    n = g.shape[0] // 8
-    cell = np.minimum(np.arange(g.shape[0]) // n, 7)[:, None] * 8 + np.minimum(np.arange(g.shape[1]) // n, 7)[None, :]
-    hist = np.bincount((cell * 9 + bins).ravel(), mag.ravel(), minlength=8 * 8 * 9).reshape(8, 8, 9).astype(np.float32)
-    hist /= np.linalg.norm(hist, axis=2, keepdims=True) + 0.05
     rgb = chip[16:48, 16:48].reshape(-1, 3).astype(np.float32) + 1.0
     chroma = rgb / rgb.sum(axis=1, keepdims=True)
     colour = np.concatenate([chroma.mean(0)[:2], chroma.std(0)[:2], [g[16:48, 16:48].std()]])
-    return np.concatenate([hist.ravel(), colour, [_detail(chip)]]).astype(np.float32)
+    wide = chip[12:52, 12:52].reshape(-1, 3).astype(np.float32) + 1.0
+    wide /= wide.sum(axis=1, keepdims=True)
+    skin, _, _ = np.histogram2d(wide[:, 0], wide[:, 1], bins=4, range=[[0.2, 0.6], [0.2, 0.45]])
+    return np.concatenate(
+        [_cells(mag, bins, 8), colour, [_detail(chip)], _cells(mag, bins, 4), skin.ravel() / len(wide)]
+    ).astype(np.float32)
+
+
+def _cells(mag: np.ndarray, bins: np.ndarray, cells: int) -> np.ndarray:
+    """Gradient magnitude by direction in `cells` x `cells` cells, each cell's histogram normalised."""
+    n = mag.shape[0] // cells
+    idx = np.minimum(np.arange(mag.shape[0]) // n, cells - 1)
+    cell = idx[:, None] * cells + idx[None, :]
+    hist = np.bincount((cell * 9 + bins).ravel(), mag.ravel(), minlength=cells * cells * 9).reshape(cells, cells, 9)
+    hist = hist.astype(np.float32)
+    return (hist / (np.linalg.norm(hist, axis=2, keepdims=True) + 0.05)).ravel()
 
 
 class FaceClassifier:
