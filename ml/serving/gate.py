@@ -11,9 +11,9 @@ UTKFace validation faces made small or blurred):
   gives a human face a probability under `MIN_FACE_PROB`, and the detector itself is unsure of the
   box (score under `SURE_SCORE`). The classifier alone would also set aside faces turned away from
   the camera (UTKFace, its human faces, is mostly frontal): on bench/photos the classifier before its
-  refit with real photos gave 12 of 56 faces,
-  most of them profiles, under 0.5, all of them scored 0.85 or more by the detector, while the
-  animals and things the detector took for faces scored 0.55-0.77 (the monkey 0.89).
+  refit with real photos gave 12 of 56 faces, most of them profiles, under 0.5, all of them scored 0.85
+  or more by the detector, while the animals and things the detector took for faces scored 0.55-0.77
+  (the monkey 0.89).
 Numpy only: the serving path loads nothing else for this.
 """
 
