@@ -1,9 +1,9 @@
 """Save the README's picture of a result page: `python -m tests.browser.screenshot [--out FILE]`.
 
 The app as `make run` serves it (an embedded Postgres in a scratch folder, migrated first), Debian's
-chromium through Playwright (the README's picture is 1024 px wide, in 256 colours), a crowded photo
-(the public-domain and CC0 fixture faces tiled eight to a picture, see crowd.py) sent without
-consent (nothing stored), the pointer on the third face's entry.
+chromium through Playwright (the README's picture is the first 1024x800 px of the page, in 256
+colours), a real group photo (tests/fixtures/group.jpg, public domain: 16 faces worth an age, 3 set
+aside) sent without consent (nothing stored), the pointer on the third face's label.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from pathlib import Path
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
-from tests.browser.crowd import crowd
-from tests.browser.server import CHROMIUM_PATH, ROOT, serve
+from tests.browser.server import CHROMIUM_PATH, FIXTURES, ROOT, serve
 
 OUT = ROOT / "docs" / "img" / "result.png"
 
@@ -41,15 +40,14 @@ def main() -> None:
             expect(page.locator("html[data-ready]")).to_be_attached()
             page.get_by_label("Your age").fill("45")
             page.get_by_label("First name").fill("Eileen")
-            photo = {"name": "crowd.jpg", "mimeType": "image/jpeg", "buffer": crowd(4, 2, 150, 4)}
-            page.locator("#photo").set_input_files(photo)
+            page.locator("#photo").set_input_files(FIXTURES / "group.jpg")
             page.get_by_role("button", name="Estimate my age", exact=True).click()
-            expect(page.locator("[data-face-list] li")).to_have_count(8)
+            expect(page.locator("[data-face-list] li").nth(15)).to_be_visible()
             page.locator(":focus").evaluate("element => element.blur()")
-            page.locator("[data-face-list] li").nth(2).hover()
+            page.locator('[data-result-figure] [data-face-label="3"]').hover()  # in view: nothing scrolls
             page.wait_for_timeout(300)
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=args.out, full_page=True)
+            page.screenshot(path=args.out)
             browser.close()
     # A palette of 256 colours keeps the file small enough for the repository (about a third).
     shot = Image.open(args.out).convert("RGB")
