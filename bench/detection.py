@@ -108,17 +108,26 @@ def _holds(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     return a[0] <= cx <= a[0] + a[2] and a[1] <= cy <= a[1] + a[3]
 
 
-def match(truth: list[tuple[float, ...]], found: list[tuple[float, ...]]) -> list[float | None]:
-    """For each true box, the IoU of the detection matched to it (None: missed). Greedy, best IoU first."""
-    pairs = sorted(((iou(t, f), i, j) for i, t in enumerate(truth) for j, f in enumerate(found)), reverse=True)
-    result: list[float | None] = [None] * len(truth)
-    used: set[int] = set()
-    for v, i, j in pairs:
-        if result[i] is not None or j in used:
+def matches(truth: list[tuple[float, ...]], found: list[tuple[float, ...]]) -> list[tuple[int, int, float]]:
+    """(true box, detection, IoU) for each match: IoU 0.3, or each box holds the other's centre; greedy,
+    best IoU first; each box in at most one match."""
+    candidates = sorted(((iou(t, f), i, j) for i, t in enumerate(truth) for j, f in enumerate(found)), reverse=True)
+    result, used_truth, used_found = [], set(), set()
+    for v, i, j in candidates:
+        if i in used_truth or j in used_found:
             continue
         if v >= 0.3 or (_holds(truth[i], found[j]) and _holds(found[j], truth[i])):
-            result[i] = v
-            used.add(j)
+            result.append((i, j, v))
+            used_truth.add(i)
+            used_found.add(j)
+    return result
+
+
+def match(truth: list[tuple[float, ...]], found: list[tuple[float, ...]]) -> list[float | None]:
+    """For each true box, the IoU of the detection matched to it (None: missed)."""
+    result: list[float | None] = [None] * len(truth)
+    for i, _, v in matches(truth, found):
+        result[i] = v
     return result
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from bench.detection import _holds, iou, match
+from bench.detection import match, matches
 from bench.detection_set import TEXTURES, face_pool, texture
 from bench.machine import describe
 from ml.paths import SPLIT_FILE
@@ -63,17 +63,10 @@ def _boxes(text: str) -> list[Box]:
 
 
 def pair(truth: list[Box], found: list[Box]) -> list[int | None]:
-    """For each found box, the true box it matches (bench/detection.py's rule: IoU 0.3, or each box holds
-    the other's centre; greedy, best IoU first; each box at most once)."""
-    pairs = sorted(((iou(t, f), i, j) for i, t in enumerate(truth) for j, f in enumerate(found)), reverse=True)
+    """For each found box, the true box it matches (bench/detection.py's rule, `matches`)."""
     result: list[int | None] = [None] * len(found)
-    used: set[int] = set()
-    for v, i, j in pairs:
-        if result[j] is not None or i in used:
-            continue
-        if v >= 0.3 or (_holds(truth[i], found[j]) and _holds(found[j], truth[i])):
-            result[j] = i
-            used.add(i)
+    for i, j, _ in matches(truth, found):
+        result[j] = i
     return result
 
 
@@ -226,7 +219,7 @@ def copies(predictor: Predictor, utkface: Path, per_level: int) -> None:
     print("|---|---|---|---|---|---|---|---|")
     for group, goal in ((WORTH, ">= 95% aged"), (BETWEEN, "-"), (DOUBLED, "<= 10% aged")):
         for level in group:
-            faces = found_n = aged_old = aged_new = 0
+            faces = found_n = aged_new = 0
             reasons: dict[str, int] = defaultdict(int)
             while faces < per_level:
                 bg = Image.fromarray(texture(rng, 640, 480, str(rng.choice(TEXTURES))))
@@ -245,12 +238,12 @@ def copies(predictor: Predictor, utkface: Path, per_level: int) -> None:
                 for r in why:
                     reasons[r] += 1
                 faces += 4
+                # found and aged by the old service alike: it aged every box it found
                 found_n += sum(v is not None for v in match(truth, [b for b, _ in found]))
-                aged_old += sum(v is not None for v in match(truth, [b for b, _ in found]))
                 aged_new += sum(v is not None for v in match(truth, [b for b, _ in kept]))
             label = f"{level[1]:.0f} px" if level[0] == "size" else f"blur {level[1]:.0%}"
             print(
-                f"| {label} | {_ERROR.get(level, '')} | {found_n / faces:.0%} | {aged_old / faces:.0%} | "
+                f"| {label} | {_ERROR.get(level, '')} | {found_n / faces:.0%} | {found_n / faces:.0%} | "
                 f"{aged_new / faces:.0%} | {aged_new / max(1, found_n):.0%} | "
                 f"{', '.join(f'{k} {v}' for k, v in sorted(reasons.items())) or '-'} | {goal} |"
             )

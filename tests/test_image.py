@@ -15,7 +15,6 @@ import io
 import json
 import os
 import secrets
-import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +25,8 @@ import httpx
 import pytest
 from PIL import Image
 from websockets.sync.client import connect
+
+from bench.common import free_port
 
 IMAGE = os.environ.get("WMA_IMAGE")
 ENGINE = os.environ.get("WMA_ENGINE", "podman")
@@ -60,12 +61,6 @@ print(total / os.sysconf("SC_CLK_TCK"))
 
 def engine(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run([ENGINE, *args], capture_output=True, text=True, timeout=timeout, check=check)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,8 @@ import uvicorn
 from api.__main__ import serve
 from api.core.logs import log_config
 from api.core.settings import REPO_ROOT, Settings
-from tests.served import stop_embedded
+from bench.common import free_port
+from tests.served import stop_embedded, wait_healthy
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -49,12 +49,6 @@ def test_several_workers_get_the_factory_and_a_multiprocess_metrics_folder_for_t
     assert seen["options"]["factory"] is True and seen["options"]["workers"] == 3
     assert seen["options"]["access_log"] is False and seen["options"]["log_config"] == log_config()
     assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ and not Path(seen["folder"]).exists()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -126,16 +120,7 @@ def test_a_first_start_on_an_empty_data_folder_migrates_it_and_both_streams_carr
                                       cwd=REPO_ROOT, env=env, stdout=out, stderr=err)
         try:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 120
-            while True:
-                assert server.poll() is None, "the server exited"
-                assert time.monotonic() < deadline, "the server did not start"
-                try:
-                    if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.2)
+            wait_healthy(url, server, 120)
             photo = (FIXTURES / "astronaut.png").read_bytes()
             assert httpx.post(url + "/predict", files={"image": ("a.png", photo, "image/png")},
                               timeout=30).status_code == 200
